@@ -1,0 +1,61 @@
+"""The ``skelray`` command line. Each concern adds its own sub-command group here.
+
+Heavy imports (torch, ray) happen inside the commands so ``skelray --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from skelray import __version__
+from skelray.errors import SkelrayError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="skelray",
+    help="Sweeps of skeleton action-recognition models on Ray, and serving the best one.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"skelray {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """skelray: sweep, compare and serve skeleton action-recognition models."""
+
+
+def _register_groups() -> None:
+    from skelray.data.cli import app as data_app
+
+    app.add_typer(data_app, name="data", help="Convert, inspect and load skeleton datasets.")
+
+
+_register_groups()
+
+
+def main() -> None:
+    """Entry point: run the app and turn project errors into a clear message and exit code 2."""
+    try:
+        app()
+    except SkelrayError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

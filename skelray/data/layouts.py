@@ -1,0 +1,244 @@
+"""Skeleton layouts: joint names, edges and centre joint, looked up by name.
+
+Edges are stored as ``(child, parent)`` pairs, 0-based, pointing *inward* towards the
+root of the skeleton tree. The centre joint is the one pre-normalisation subtracts.
+Users add their own layouts from a small YAML or JSON file (see ``load_layout``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skelray.errors import LayoutError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One skeleton definition; immutable and hashable so it can key caches."""
+
+    name: str
+    joints: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...]  # (child, parent), inward
+    center: int
+    # Joints used by rotation alignment: the z axis from align_z[0] to align_z[1], the x axis
+    # from align_x[0] to align_x[1]. None for layouts where alignment makes no sense (2D).
+    align_z: tuple[int, int] | None = None
+    align_x: tuple[int, int] | None = None
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"layout '{self.name}'"
+        v = len(self.joints)
+        if v == 0:
+            raise LayoutError("has no joints", where=where, fix="list the joint names under 'joints'")
+        if len(set(self.joints)) != v:
+            raise LayoutError("joint names repeat", where=where, fix="give every joint a unique name")
+        if not 0 <= self.center < v:
+            raise LayoutError(
+                f"centre joint {self.center} is outside 0..{v - 1}", where=where,
+                fix="set 'center' to a joint index or name",
+            )
+        for i, (a, b) in enumerate(self.edges):
+            if not (0 <= a < v and 0 <= b < v):
+                raise LayoutError(
+                    f"edge {i} ({a}, {b}) names a joint outside 0..{v - 1}", where=where,
+                    fix="use 0-based joint indices or joint names",
+                )
+            if a == b:
+                raise LayoutError(f"edge {i} is a self-loop ({a}, {a})", where=where,
+                                  fix="remove it; self-links are added by the graph builders")
+        for pair_name in ("align_z", "align_x"):
+            pair = getattr(self, pair_name)
+            if pair is not None and not all(0 <= j < v for j in pair):
+                raise LayoutError(f"{pair_name} {pair} names a joint outside 0..{v - 1}", where=where)
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    def parents(self) -> list[int]:
+        """Parent of every joint in the edge tree; a root is its own parent.
+
+        Raises if a joint has two parents, because then a bone is not defined.
+        """
+        parent = list(range(self.num_joints))
+        seen: set[int] = set()
+        for child, par in self.edges:
+            if child in seen:
+                raise LayoutError(
+                    f"joint {child} ({self.joints[child]}) is the child of two edges, so its bone is ambiguous",
+                    where=f"layout '{self.name}'", fix="list each joint as a child (first index) at most once",
+                )
+            seen.add(child)
+            parent[child] = par
+        return parent
+
+
+def _layout(name: str, joints: str, edges: list[tuple[int, int]], center: int,
+            align_z: tuple[int, int] | None = None, align_x: tuple[int, int] | None = None,
+            description: str = "") -> Layout:
+    return Layout(name, tuple(joints.split()), tuple(edges), center, align_z, align_x, description)
+
+
+_KINECT_V1 = (
+    "hip_center spine shoulder_center head left_shoulder left_elbow left_wrist left_hand "
+    "right_shoulder right_elbow right_wrist right_hand left_hip left_knee left_ankle left_foot "
+    "right_hip right_knee right_ankle right_foot"
+)
+
+_BUILTIN: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        _layout(
+            "ntu25",
+            "spine_base spine_mid neck head left_shoulder left_elbow left_wrist left_hand "
+            "right_shoulder right_elbow right_wrist right_hand left_hip left_knee left_ankle "
+            "left_foot right_hip right_knee right_ankle right_foot spine_shoulder "
+            "left_hand_tip left_thumb right_hand_tip right_thumb",
+            [(0, 1), (1, 20), (2, 20), (3, 2), (4, 20), (5, 4), (6, 5), (7, 6), (8, 20), (9, 8),
+             (10, 9), (11, 10), (12, 0), (13, 12), (14, 13), (15, 14), (16, 0), (17, 16),
+             (18, 17), (19, 18), (21, 7), (22, 7), (23, 11), (24, 11)],
+            center=1, align_z=(0, 1), align_x=(8, 4),
+            description="NTU RGB+D (Kinect v2), 25 joints",
+        ),
+        _layout(
+            "kinect_v1_20",
+            _KINECT_V1,
+            [(0, 1), (1, 2), (3, 2), (4, 2), (5, 4), (6, 5), (7, 6), (8, 2), (9, 8), (10, 9),
+             (11, 10), (12, 0), (13, 12), (14, 13), (15, 14), (16, 0), (17, 16), (18, 17), (19, 18)],
+            center=1, align_z=(0, 1), align_x=(8, 4),
+            description="Kinect v1, 20 joints (NW-UCLA, UTKinect, MSR Action3D)",
+        ),
+        _layout(
+            "openpose18",
+            "nose neck right_shoulder right_elbow right_wrist left_shoulder left_elbow left_wrist "
+            "right_hip right_knee right_ankle left_hip left_knee left_ankle right_eye left_eye "
+            "right_ear left_ear",
+            [(4, 3), (3, 2), (7, 6), (6, 5), (13, 12), (12, 11), (10, 9), (9, 8), (11, 5), (8, 2),
+             (5, 1), (2, 1), (0, 1), (15, 0), (14, 0), (17, 15), (16, 14)],
+            center=1, description="OpenPose 18 keypoints (Kinetics-skeleton)",
+        ),
+        _layout(
+            "coco17",
+            "nose left_eye right_eye left_ear right_ear left_shoulder right_shoulder left_elbow "
+            "right_elbow left_wrist right_wrist left_hip right_hip left_knee right_knee "
+            "left_ankle right_ankle",
+            [(15, 13), (13, 11), (16, 14), (14, 12), (11, 5), (12, 6), (9, 7), (7, 5), (10, 8),
+             (8, 6), (5, 0), (6, 0), (1, 0), (3, 1), (2, 0), (4, 2)],
+            center=0, description="COCO 17 keypoints (2D HRNet skeletons, FineGYM)",
+        ),
+        _layout(
+            "hand21",
+            "wrist thumb_cmc thumb_mcp thumb_ip thumb_tip index_mcp index_pip index_dip index_tip "
+            "middle_mcp middle_pip middle_dip middle_tip ring_mcp ring_pip ring_dip ring_tip "
+            "little_mcp little_pip little_dip little_tip",
+            [(1, 0), (2, 1), (3, 2), (4, 3), (5, 0), (6, 5), (7, 6), (8, 7), (9, 0), (10, 9),
+             (11, 10), (12, 11), (13, 0), (14, 13), (15, 14), (16, 15), (17, 0), (18, 17),
+             (19, 18), (20, 19)],
+            center=0, align_z=(0, 9), align_x=(17, 5),
+            description="21-joint hand (first-person hand actions)",
+        ),
+    )
+}
+
+_registry: dict[str, Layout] = dict(_BUILTIN)
+
+
+def list_layouts() -> list[str]:
+    return sorted(_registry)
+
+
+def register_layout(layout: Layout, *, overwrite: bool = False) -> Layout:
+    if layout.name in _registry and not overwrite:
+        raise LayoutError(f"a layout named '{layout.name}' exists already",
+                          fix="pick another name or pass overwrite=True")
+    _registry[layout.name] = layout
+    return layout
+
+
+def get_layout(name: str | Layout) -> Layout:
+    """Look a layout up by name, or load it from a ``.yaml``/``.json`` path."""
+    if isinstance(name, Layout):
+        return name
+    if name in _registry:
+        return _registry[name]
+    if name.endswith((".yaml", ".yml", ".json")):
+        return load_layout(name)
+    import difflib
+
+    close = difflib.get_close_matches(name, _registry, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise LayoutError(
+        f"unknown layout '{name}'",
+        fix=f"{hint}choose one of {', '.join(list_layouts())}, or give a layout YAML/JSON file",
+    )
+
+
+def _joint_index(value: object, joints: tuple[str, ...], where: str) -> int:
+    if isinstance(value, bool):
+        raise LayoutError(f"{value!r} is not a joint", where=where)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value in joints:
+        return joints.index(value)
+    raise LayoutError(f"{value!r} is neither a joint index nor a joint name", where=where,
+                      fix=f"use 0..{len(joints) - 1} or one of the names in 'joints'")
+
+
+def layout_from_dict(spec: dict, *, source: str = "layout") -> Layout:
+    """Build a layout from ``{name, joints, edges, center[, align_z, align_x]}``.
+
+    ``edges`` are ``[child, parent]`` pairs by index or joint name.
+    """
+    if not isinstance(spec, dict):
+        raise LayoutError("must be a mapping with name, joints, edges and center", where=source)
+    known = {"name", "joints", "edges", "center", "align_z", "align_x", "description"}
+    for key in spec:
+        if key not in known:
+            raise LayoutError(f"unknown key '{key}'", where=source, fix=f"use only {sorted(known)}")
+    for key in ("name", "joints", "edges", "center"):
+        if key not in spec:
+            raise LayoutError(f"missing '{key}'", where=source)
+    joints = spec["joints"]
+    if not isinstance(joints, list) or not all(isinstance(j, str) for j in joints):
+        raise LayoutError("'joints' must be a list of names", where=f"{source}.joints")
+    joints_t = tuple(joints)
+    edges = []
+    for i, edge in enumerate(spec["edges"] or []):
+        where = f"{source}.edges[{i}]"
+        if not isinstance(edge, (list, tuple)) or len(edge) != 2:
+            raise LayoutError("must be a [child, parent] pair", where=where)
+        edges.append((_joint_index(edge[0], joints_t, where), _joint_index(edge[1], joints_t, where)))
+    center = _joint_index(spec["center"], joints_t, f"{source}.center")
+    align = {}
+    for key in ("align_z", "align_x"):
+        if spec.get(key) is not None:
+            pair = spec[key]
+            align[key] = (_joint_index(pair[0], joints_t, f"{source}.{key}"),
+                          _joint_index(pair[1], joints_t, f"{source}.{key}"))
+    return Layout(str(spec["name"]), joints_t, tuple(edges), center,
+                  align.get("align_z"), align.get("align_x"), str(spec.get("description", "")))
+
+
+def load_layout(path: str | Path, *, register: bool = True) -> Layout:
+    """Read a layout from YAML or JSON and (by default) register it under its name."""
+    path = Path(path)
+    if not path.is_file():
+        raise LayoutError(f"layout file {path} does not exist", fix="check the path")
+    text = path.read_text()
+    if path.suffix == ".json":
+        spec = json.loads(text)
+    else:
+        import yaml
+
+        spec = yaml.safe_load(text)
+    layout = layout_from_dict(spec, source=str(path))
+    if register:
+        existing = _registry.get(layout.name)
+        if existing is not None and existing != layout:
+            raise LayoutError(f"defines '{layout.name}', which names a different layout already",
+                              where=str(path), fix="rename the layout in the file")
+        _registry[layout.name] = layout
+    return layout

@@ -1,0 +1,31 @@
+"""The project's own exception types.
+
+Every error a user can cause (bad YAML, bad data, bad request) is raised as a
+``SkelrayError`` whose message names the offending field or file and says how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class SkelrayError(Exception):
+    """Base class for errors a user can cause and fix."""
+
+    def __init__(self, message: str, *, where: str | None = None, fix: str | None = None) -> None:
+        self.where = where
+        self.fix = fix
+        text = f"{where}: {message}" if where else message
+        if fix:
+            text = f"{text} (fix: {fix})"
+        super().__init__(text)
+
+
+class DataError(SkelrayError):
+    """A data file, folder or store is missing, malformed or inconsistent."""
+
+
+class LayoutError(SkelrayError):
+    """A skeleton layout is unknown or its definition is inconsistent."""
+
+
+class ConfigError(SkelrayError):
+    """A configuration (sweep YAML, model kwargs, CLI flag) is invalid."""
