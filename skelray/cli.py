@@ -43,6 +43,9 @@ def _register_groups() -> None:
     from skelray.data.cli import app as data_app
 
     app.add_typer(data_app, name="data", help="Convert, inspect and load skeleton datasets.")
+    from skelray.sweep.cli import app as sweep_app
+
+    app.add_typer(sweep_app, name="sweep", help="Run, resume, extend and summarise sweeps on Ray Tune.")
 
 
 _register_groups()

@@ -11,10 +11,17 @@ from skelray.data.graph import (
     spatial_partition,
     undirected_adjacency,
 )
+from skelray.data.synthetic import synthetic
+from skelray.data.transforms import STREAMS, Preprocess
 from skelray.data.layouts import Layout, get_layout, layout_from_dict, list_layouts, load_layout, register_layout
+from skelray.data.convert import ConvertReport, convert_to_store
+from skelray.data.readers import read_npz, read_ntu, read_pyskl, read_ucla, write_npz, write_pyskl
+from skelray.data.store import SkeletonStore, open_store, write_store
 
 __all__ = [
     "Layout",
+    "Preprocess",
+    "STREAMS",
     "SkeletonDataset",
     "SkeletonSequence",
     "bone_pairs",
@@ -27,6 +34,18 @@ __all__ = [
     "normalize_columns",
     "register_layout",
     "spatial_partition",
+    "synthetic",
     "undirected_adjacency",
     "validate_keypoints",
+    "ConvertReport",
+    "SkeletonStore",
+    "convert_to_store",
+    "open_store",
+    "read_npz",
+    "read_ntu",
+    "read_pyskl",
+    "read_ucla",
+    "write_npz",
+    "write_pyskl",
+    "write_store",
 ]

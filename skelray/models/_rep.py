@@ -1,0 +1,131 @@
+"""Re-parameterizable blocks (HPI-GCN): a graph conv over a sum of learnable adjacency
+matrices, and a temporal conv with parallel linear branches. Each folds itself exactly.
+
+The six exact transformations, and where they happen:
+conv+BN -> conv (``fold_bn``), 1x1 then kx1 -> kx1 (``merge_serial``), avg-pool -> conv
+(``avg_pool_kernel``), kernel zero-padding to K (``pad_temporal``), parallel branches -> their
+sum, and PA matrices -> their sum (``PAGraphConv.fuse``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from skelray.models._fuse import avg_pool_kernel, fold_bn, merge_serial, pad_temporal
+from skelray.models._layers import ConvBN, Einsum
+
+
+class PAGraphConv(nn.Module):
+    """1x1 conv -> sum over ``pa_count`` learnable adjacency matrices -> 1x1 conv + BN.
+
+    With ``groups > 1`` (HPI-GCN-OP) the channels split into groups, each with its own
+    matrices. The training form multiplies by every matrix separately, as the paper trains
+    it; the products are linear in the matrices, so fusing sums them into one.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, graph: Tensor, *, pa_count: int = 5,
+                 groups: int = 1, noise: float = 0.01) -> None:
+        super().__init__()
+        assert out_channels % groups == 0, "groups must divide the channels"
+        v = graph.shape[-1]
+        self.groups = groups
+        self.conv_in = nn.Conv2d(in_channels, out_channels, 1)
+        # Each matrix starts at graph / pa_count (plus noise to tell them apart), so the summed
+        # operator starts at the layout's graph whatever the count.
+        init = graph.expand(pa_count, groups, v, v) / pa_count
+        self.pa = nn.Parameter(init + noise * torch.randn(pa_count, groups, v, v) / pa_count)
+        self.aggregate = Einsum("ngctj,gij->ngcti")
+        self.conv_out: nn.Module = ConvBN(out_channels, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x)
+        n, c, t, v = h.shape
+        h = h.view(n, self.groups, c // self.groups, t, v)
+        y = self.aggregate(h, self.pa[0])
+        for i in range(1, self.pa.shape[0]):
+            y = y + self.aggregate(h, self.pa[i])
+        return self.conv_out(y.reshape(n, c, t, v))
+
+    def fuse(self) -> PAGraphConv:
+        """In place: one matrix (per group), and the BN folded into the output conv."""
+        self.pa = nn.Parameter(self.pa.detach().sum(dim=0, keepdim=True))
+        if isinstance(self.conv_out, ConvBN):
+            self.conv_out = self.conv_out.fuse()
+        return self
+
+
+class SerialBranch(nn.Module):
+    """1x1 conv -> (kx1 conv, or kx1 average pool) -> BN.
+
+    The 1x1 conv's output is padded in time with the conv's bias (its response to the
+    zero padding of its input) instead of zeros, so the whole branch equals one kx1 conv on the
+    zero-padded input, borders included. The pool divides by k everywhere, as
+    ``count_include_pad=True`` does.
+    """
+
+    def __init__(self, channels: int, kernel: int, stride: int, *, pool: bool = False) -> None:
+        super().__init__()
+        self.kernel, self.pool = kernel, pool
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        if pool:
+            self.second: nn.Module = nn.AvgPool2d((kernel, 1), (stride, 1))
+        else:
+            self.second = nn.Conv2d(channels, channels, (kernel, 1), (stride, 1), bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(x)
+        p = (self.kernel - 1) // 2
+        n, c, _, v = h.shape
+        edge = self.conv1.bias.view(1, c, 1, 1).expand(n, c, p, v)
+        return self.bn(self.second(torch.cat([edge, h, edge], dim=2)))
+
+    def kernel_bias(self) -> tuple[Tensor, Tensor]:
+        c = self.conv1.out_channels
+        if self.pool:
+            w2 = avg_pool_kernel(c, self.kernel, dtype=self.conv1.weight.dtype).to(self.conv1.weight.device)
+        else:
+            w2 = self.second.weight
+        w, b = merge_serial(self.conv1.weight, self.conv1.bias, w2, None)
+        return fold_bn(w, b, self.bn)
+
+
+class RepTCN(nn.Module):
+    """Parallel linear temporal branches summed: Kx1 conv+BN, 1x1 conv+BN, 1x1 -> 3x1 avg pool
+    -> BN, 1x1 -> 5x1 conv -> BN, and for K=9 also 1x1 -> 7x1 conv -> BN. Fuses into one Kx1
+    conv with bias."""
+
+    def __init__(self, channels: int, kernel: int = 5, stride: int = 1) -> None:
+        super().__init__()
+        assert kernel in (5, 9), "the Rep-TCN kernel is 5 or 9"
+        self.kernel, self.stride = kernel, stride
+        pad = (kernel - 1) // 2
+        branches: list[nn.Module] = [
+            ConvBN(channels, channels, (kernel, 1), (stride, 1), (pad, 0)),
+            ConvBN(channels, channels, (1, 1), (stride, 1)),
+            SerialBranch(channels, 3, stride, pool=True),
+            SerialBranch(channels, 5, stride),
+        ]
+        if kernel == 9:
+            branches.append(SerialBranch(channels, 7, stride))
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.branches[0](x)
+        for branch in self.branches[1:]:
+            out = out + branch(x)
+        return out
+
+    def fuse(self) -> nn.Conv2d:
+        weight, bias = 0.0, 0.0
+        for branch in self.branches:
+            w, b = branch.kernel_bias()
+            weight = weight + pad_temporal(w, self.kernel)
+            bias = bias + b
+        assert isinstance(weight, Tensor) and isinstance(bias, Tensor)
+        c = weight.shape[0]
+        conv = nn.Conv2d(c, c, (self.kernel, 1), (self.stride, 1), ((self.kernel - 1) // 2, 0))
+        conv.weight.data.copy_(weight)
+        conv.bias.data.copy_(bias)
+        return conv.to(weight.device)

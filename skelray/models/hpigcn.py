@@ -1,0 +1,134 @@
+"""HPI-GCN: a GCN trained with over-parameterized, re-parameterizable blocks and served as
+plain single-branch blocks (HPI-GCN-RP), or with grouped learnable adjacency (HPI-GCN-OP).
+
+Block: PA graph conv (1x1 conv, sum of ``pa_count`` learnable adjacency matrices, 1x1 conv +
+BN), ReLU, Rep-TCN (parallel linear branches, stride here), residual, ReLU. Nine blocks of
+64, 64, 64, 128, 128, 128, 256, 256, 256 channels, stride 2 at blocks 4 and 7.
+``skelray.models.fuse`` folds every block into: 1x1 conv, one adjacency product, 1x1 conv with
+bias, ReLU, one Kx1 conv with bias. The input BN (per joint) is left as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from skelray.data.graph import normalize_columns, undirected_adjacency
+from skelray.data.layouts import Layout
+from skelray.errors import ConfigError
+from skelray.models._fuse import bn_scale_shift
+from skelray.models._layers import (
+    ConvBN,
+    DataBN,
+    SkeletonModel,
+    check_choice,
+    check_int,
+    pool_persons,
+    temporal_difference,
+)
+from skelray.models._registry import register_model
+from skelray.models._rep import PAGraphConv, RepTCN
+
+STAGES = ((64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1))
+EMBED_CHANNELS = 64
+
+
+class JointEmbedding(nn.Module):
+    """The joint stream's input: a 1x1 conv of the positions (32 channels) beside 1x1 convs
+    (8 channels each) of four temporal differences, x_t - x_{t-1}, x_t - x_{t-2},
+    x_t - x_{t+1}, x_t - x_{t+2}; then BN and ReLU. Fusing folds the BN into both convs."""
+
+    SHIFTS = (1, 2, -1, -2)
+
+    def __init__(self, in_channels: int, out_channels: int = EMBED_CHANNELS) -> None:
+        super().__init__()
+        half = out_channels // 2
+        self.position = nn.Conv2d(in_channels, half, 1)
+        # One grouped conv: group g embeds difference g only.
+        self.motion = nn.Conv2d(len(self.SHIFTS) * in_channels, out_channels - half, 1, groups=len(self.SHIFTS))
+        self.bn: nn.Module = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        diffs = torch.cat([temporal_difference(x, s) for s in self.SHIFTS], dim=1)
+        return F.relu(self.bn(torch.cat([self.position(x), self.motion(diffs)], dim=1)))
+
+    def fuse(self) -> JointEmbedding:
+        if isinstance(self.bn, nn.BatchNorm2d):
+            scale, shift = bn_scale_shift(self.bn)
+            half = self.position.out_channels
+            for conv, sl in ((self.position, slice(0, half)), (self.motion, slice(half, None))):
+                conv.weight.data.mul_(scale[sl].view(-1, 1, 1, 1))
+                conv.bias.data.mul_(scale[sl]).add_(shift[sl])
+            self.bn = nn.Identity()
+        return self
+
+
+class HPIBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, graph: Tensor, *, stride: int, pa_count: int,
+                 groups: int, tcn_kernel: int) -> None:
+        super().__init__()
+        self.gcn = PAGraphConv(in_channels, out_channels, graph, pa_count=pa_count, groups=groups)
+        self.tcn = RepTCN(out_channels, tcn_kernel, stride)
+        if in_channels == out_channels and stride == 1:
+            self.residual: nn.Module = nn.Identity()
+        else:
+            self.residual = ConvBN(in_channels, out_channels, stride=(stride, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.tcn(F.relu(self.gcn(x))) + self.residual(x))
+
+
+class HPIGCN(SkeletonModel):
+    def __init__(self, *, name: str, num_classes: int, layout: str | Layout, in_channels: int, num_persons: int,
+                 dropout: float, pa_count: int, tcn_kernel: int, input_embedding: str, groups: int) -> None:
+        super().__init__(num_classes=num_classes, layout=layout, in_channels=in_channels,
+                         num_persons=num_persons, dropout=dropout, feat_dim=STAGES[-1][0], name=name)
+        check_int(pa_count, f"{name}.pa_count")
+        check_choice(tcn_kernel, f"{name}.tcn_kernel", (5, 9))
+        check_choice(input_embedding, f"{name}.input_embedding", ("joint", "plain"))
+        check_int(groups, f"{name}.groups")
+        if EMBED_CHANNELS % groups:
+            raise ConfigError(f"{groups} groups do not divide the {EMBED_CHANNELS} channels of the first block",
+                              where=f"{name}.groups", fix="use 1, 2, 4, 8, 16, 32 or 64")
+        self.pa_count, self.tcn_kernel, self.groups = pa_count, tcn_kernel, groups
+        v = self.num_joints
+        # The layout's graph with self-links, normalised so every joint's weights sum to one.
+        graph = torch.from_numpy(normalize_columns(undirected_adjacency(self.layout) + np.eye(v)).astype(np.float32))
+        self.data_bn = DataBN(in_channels, v)
+        if input_embedding == "joint":
+            self.embed: nn.Module = JointEmbedding(in_channels)
+        else:  # bone and motion streams carry their own differences already
+            self.embed = nn.Sequential(ConvBN(in_channels, EMBED_CHANNELS), nn.ReLU())
+        blocks, c_in = [], EMBED_CHANNELS
+        for c_out, stride in STAGES:
+            blocks.append(HPIBlock(c_in, c_out, graph, stride=stride, pa_count=pa_count, groups=groups,
+                                   tcn_kernel=tcn_kernel))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+
+    def features(self, x: Tensor) -> Tensor:
+        n, m = self.check_input(x)
+        return pool_persons(self.blocks(self.embed(self.data_bn(x))), n, m)
+
+
+@register_model
+def hpigcn_rp(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3, num_persons: int = 2,
+              dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
+              input_embedding: str = "joint") -> HPIGCN:
+    """HPI-GCN-RP: ``pa_count`` learnable adjacency matrices per block, Rep-TCN with K=5 or 9;
+    ``input_embedding="plain"`` for bone and motion streams."""
+    return HPIGCN(name="hpigcn_rp", num_classes=num_classes, layout=layout, in_channels=in_channels,
+                  num_persons=num_persons, dropout=dropout, pa_count=pa_count, tcn_kernel=tcn_kernel,
+                  input_embedding=input_embedding, groups=1)
+
+
+@register_model
+def hpigcn_op(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3, num_persons: int = 2,
+              dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5, input_embedding: str = "joint",
+              groups: int = 8) -> HPIGCN:
+    """HPI-GCN-OP: as RP, but each of ``groups`` channel groups has its own adjacency matrices."""
+    return HPIGCN(name="hpigcn_op", num_classes=num_classes, layout=layout, in_channels=in_channels,
+                  num_persons=num_persons, dropout=dropout, pa_count=pa_count, tcn_kernel=tcn_kernel,
+                  input_embedding=input_embedding, groups=groups)

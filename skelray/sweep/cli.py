@@ -1,0 +1,103 @@
+"""``skelray sweep ...``: run, resume, extend and summarise sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from skelray.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+def _overrides(data: str | None, sets: list[str]) -> dict:
+    import yaml
+
+    out: dict = {}
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE", fix="e.g. --set train.epochs=5")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    if data:
+        out["data.path"] = data
+    return out
+
+
+@app.command("validate")
+def validate(sweep_file: Path = typer.Argument(..., help="Sweep YAML (skelray or W&B format)."),
+             data: str = typer.Option(None, "--data", help="Dataset path (overrides data.path)."),
+             set_: list[str] = typer.Option([], "--set", help="Override a config path: KEY=VALUE.")) -> None:
+    """Check a sweep file and show how many trials it makes, without starting anything."""
+    from skelray.sweep.spec import load_sweep
+    from skelray.sweep.space import count_trials
+
+    spec = load_sweep(sweep_file, _overrides(data, set_))
+    console.print(f"[green]ok[/]: sweep [bold]{spec.name}[/], searcher {spec.searcher_type}, "
+                  f"scheduler {spec.scheduler.type}, {count_trials(spec)} trials")
+
+
+@app.command("run")
+def run(sweep_file: Path = typer.Argument(..., help="Sweep YAML (skelray or W&B format)."),
+        address: str = typer.Option(None, "--address", help="Ray cluster address; default: an embedded local Ray."),
+        storage: str = typer.Option(None, "--storage", help="Results folder or URI (overrides the YAML's storage)."),
+        data: str = typer.Option(None, "--data", help="Dataset path (overrides data.path)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config path: KEY=VALUE (repeatable)."),
+        top: int = typer.Option(20, help="Rows of the leaderboard printed at the end.")) -> None:
+    """Run a sweep to completion and print its leaderboard."""
+    from skelray.sweep.report import leaderboard
+    from skelray.sweep.runner import run_sweep
+    from skelray.sweep.spec import load_sweep
+
+    # With --address the data may live on the workers' disks only: the trial checks it there.
+    spec = load_sweep(sweep_file, _overrides(data, set_), check_paths=address is None)
+    outcome = run_sweep(spec, address=address, storage=storage, console=console)
+    console.print(leaderboard(outcome.trials, top=top))
+    console.print(f"next: skelray sweep results {outcome.sweep_dir}")
+    if outcome.errored:
+        raise typer.Exit(1)
+
+
+@app.command("resume")
+def resume(sweep_dir: str = typer.Argument(..., help="The sweep folder (<storage>/<name>)."),
+           address: str = typer.Option(None, "--address", help="Ray cluster address."),
+           more: int = typer.Option(0, "--more", min=0, help="Add N more samples as a new run.")) -> None:
+    """Finish an interrupted sweep without re-running finished trials; --more N extends it."""
+    from skelray.sweep.report import leaderboard
+    from skelray.sweep.runner import resume_sweep
+
+    outcome = resume_sweep(sweep_dir, address=address, more=more, console=console)
+    console.print(leaderboard(outcome.trials, top=20))
+    if outcome.errored:
+        raise typer.Exit(1)
+
+
+@app.command("results")
+def results(sweep_dir: str = typer.Argument(..., help="The sweep folder (<storage>/<name>)."),
+            top: int = typer.Option(0, help="Rows to show; 0 = all."),
+            plots: bool = typer.Option(True, help="Write PNG plots into <sweep>/results/plots."),
+            refresh: bool = typer.Option(False, help="Rebuild the tables from the trial folders first.")) -> None:
+    """Leaderboard (and plots) from a sweep's Parquet results store."""
+    from skelray.sweep.report import leaderboard, plot
+    from skelray.sweep.results import Location, collect, read_results
+    from skelray.sweep.runner import _state
+
+    if refresh:
+        state = _state(Location.parse(sweep_dir))
+        trials, epochs = collect(sweep_dir, metric=state.get("metric", "val/top1"), mode=state.get("mode", "max"))
+    else:
+        trials, epochs = read_results(sweep_dir)
+    if trials.num_rows == 0:
+        console.print(f"no trials in {sweep_dir} yet")
+        return
+    console.print(leaderboard(trials, top=top or None))
+    if plots:
+        loc = Location.parse(sweep_dir)
+        if "://" in sweep_dir:
+            console.print("plots are written for local sweep folders only")
+            return
+        for path in plot(trials, epochs, Path(loc.path) / "results" / "plots"):
+            console.print(f"wrote {path}")

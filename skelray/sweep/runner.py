@@ -1,0 +1,215 @@
+"""Turn a validated ``SweepSpec`` into a Ray Tune run, and resume or extend one.
+
+A sweep lives in one folder, ``<storage>/<name>/``:
+
+  sweep.yaml          the spec as run (resume reads it back)
+  sweep_state.json    metric, mode, the runs so far, whether the last one finished
+  run-0/ run-1/ ...   one Tune experiment per `run` / `--more`, one folder per trial
+  results/            trials.parquet and epochs.parquet (see skelray.sweep.results)
+  wandb/              offline W&B runs, when storage is local
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from skelray.errors import ConfigError
+from skelray.sweep.results import Location, collect
+
+STATE_FILE = "sweep_state.json"
+SPEC_FILE = "sweep.yaml"
+
+
+@dataclass
+class SweepOutcome:
+    sweep_dir: str
+    trials: Any  # pyarrow.Table
+    errored: int
+
+
+def default_storage() -> str:
+    return os.path.abspath(os.environ.get("SKELRAY_STORAGE", "runs"))
+
+
+def start_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` or start an embedded local Ray. Returns True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    return True
+
+
+def _write_text(loc: Location, text: str) -> None:
+    loc.fs.create_dir(os.path.dirname(loc.path), recursive=True)
+    with loc.fs.open_output_stream(loc.path) as f:
+        f.write(text.encode())
+
+
+def _state(sweep: Location) -> dict[str, Any]:
+    path = sweep.join(STATE_FILE)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class _TrialNamer:
+    """``t00003-pa_count=3,stream=j``: Tune's per-run trial counter, then the searched values.
+    A class rather than a closure so Tune can pickle it into the experiment state."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial) -> str:
+        index = trial.trial_id.rsplit("_", 1)[-1]
+        name = self.spec.trial_name(trial.config)
+        return f"t{index}-{name}" if name else f"t{index}"
+
+
+def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, seed_offset: int = 0,
+           console: Console):
+    from ray import tune
+
+    from skelray.sweep.live import LiveView
+    from skelray.sweep.tracking import wandb_callback
+    from skelray.sweep.tune_builders import build_param_space, build_tune_config, trial_resources
+    from skelray.train.trial import tune_trainable
+
+    tune_config = build_tune_config(spec, num_samples=num_samples, seed_offset=seed_offset)
+    tune_config.trial_dirname_creator = _TrialNamer(spec)
+    tune_config.trial_name_creator = _TrialNamer(spec)
+    callbacks = [LiveView(spec.name, spec.metric, spec.mode, console)]
+    wb = wandb_callback(spec, sweep)
+    if wb is not None:
+        callbacks.append(wb)
+    run_config = tune.RunConfig(
+        name=run,
+        storage_path=spec_storage_uri(sweep),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep,
+                                                checkpoint_score_attribute=spec.metric,
+                                                checkpoint_score_order=spec.mode),
+        failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    trainable = tune.with_resources(tune_trainable, trial_resources(spec))
+    param_space = build_param_space(spec, seed_offset=seed_offset)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def spec_storage_uri(sweep: Location) -> str:
+    from pyarrow.fs import LocalFileSystem
+
+    if isinstance(sweep.fs, LocalFileSystem):
+        return sweep.path
+    return f"{sweep.fs.type_name}://{sweep.path}"
+
+
+def _finish(spec, sweep: Location, runs: list[str], console: Console) -> SweepOutcome:
+    from skelray.train.data import shutdown_caches
+
+    shutdown_caches()
+    trials, _ = collect(spec_storage_uri(sweep), metric=spec.metric, mode=spec.mode)
+    _write_text(sweep.join(STATE_FILE), json.dumps(
+        {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "runs": runs, "finished": True}))
+    errored = sum(1 for s in trials.column("status").to_pylist() if s == "ERROR") if trials.num_rows else 0
+    console.print(f"sweep [bold]{spec.name}[/]: {trials.num_rows} trials, {errored} errored; "
+                  f"results in {spec_storage_uri(sweep)}")
+    return SweepOutcome(spec_storage_uri(sweep), trials, errored)
+
+
+def _check_cluster(spec) -> None:
+    import ray
+
+    from skelray.sweep.spec import check_resources
+
+    check_resources(spec, ray.nodes())
+
+
+def run_sweep(spec, *, address: str | None = None, storage: str | None = None,
+              console: Console | None = None) -> SweepOutcome:
+    """Run a new sweep to completion and write its results store."""
+    console = console or Console()
+    root = storage or spec.storage or default_storage()
+    sweep = Location.parse(root).join(spec.name)
+    if sweep.join(STATE_FILE).exists() or sweep.join("run-0").exists():
+        raise ConfigError(f"a sweep named '{spec.name}' already exists at {spec_storage_uri(sweep)}",
+                          where="name", fix="resume it with `skelray sweep resume DIR` (add `--more N` to extend it), "
+                          "or choose another name or --storage")
+    started = start_ray(address)
+    try:
+        _check_cluster(spec)
+        _write_text(sweep.join(SPEC_FILE), yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        _write_text(sweep.join(STATE_FILE), json.dumps(
+            {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "runs": ["run-0"], "finished": False}))
+        _tuner(spec, sweep, "run-0", console=console).fit()
+        return _finish(spec, sweep, ["run-0"], console)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def load_sweep_dir(sweep_dir: str):
+    """The spec a sweep folder was run with."""
+    from skelray.sweep.spec import load_sweep
+
+    sweep = Location.parse(sweep_dir)
+    if not sweep.join(SPEC_FILE).exists():
+        raise ConfigError(f"{sweep_dir} is not a skelray sweep folder (no {SPEC_FILE})",
+                          fix="pass the folder `skelray sweep run` printed, e.g. runs/<name>")
+    return sweep, load_sweep(yaml.safe_load(sweep.join(SPEC_FILE).read_text()))
+
+
+def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
+                 console: Console | None = None) -> SweepOutcome:
+    """Finish an interrupted sweep without re-running finished trials; then, with ``more``,
+    add that many samples as a new run (Tune itself cannot grow a finished experiment)."""
+    from ray import tune
+
+    from skelray.train.trial import tune_trainable
+
+    console = console or Console()
+    sweep, spec = load_sweep_dir(sweep_dir)
+    state = _state(sweep)
+    runs: list[str] = state.get("runs", ["run-0"])
+    started = start_ray(address)
+    try:
+        _check_cluster(spec)
+        last = sweep.join(runs[-1])
+        if not state.get("finished") and tune.Tuner.can_restore(spec_storage_uri(last)):
+            console.print(f"resuming {runs[-1]} of sweep {spec.name}")
+            tuner = tune.Tuner.restore(spec_storage_uri(last), trainable=tune.with_resources(
+                tune_trainable, _resources(spec)), resume_unfinished=True, resume_errored=True)
+            tuner.fit()
+        if more > 0:
+            run = f"run-{len(runs)}"
+            runs.append(run)
+            _write_text(sweep.join(STATE_FILE), json.dumps(
+                {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "runs": runs, "finished": False}))
+            console.print(f"adding {more} samples to sweep {spec.name} as {run}")
+            _tuner(spec, sweep, run, num_samples=more, seed_offset=1000 * (len(runs) - 1), console=console).fit()
+        return _finish(spec, sweep, runs, console)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _resources(spec):
+    from skelray.sweep.tune_builders import trial_resources
+
+    return trial_resources(spec)

@@ -1,0 +1,329 @@
+"""The sweep specification: typed sections of a sweep YAML, and ``load_sweep``.
+
+A minimal sweep is ``name``, ``data`` and ``model``; everything else has a default. The full
+format, section by section, is the field list below (one comment per field says what it does);
+``sweeps/*.yaml`` are worked examples and ``leaves.py`` documents the ``search:`` leaves.
+
+Strings may use ``${ENV}`` or ``${ENV:-default}``; an unset variable is an error naming the key,
+so ``data: {path: ${SKELRAY_UCLA}}`` makes the data folder a run-time argument (the CLI's
+``--data PATH`` overrides ``data.path`` instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from skelray.sweep._naming import trial_name as trial_name_from
+from skelray.sweep._problems import Problems, pydantic_problems
+from skelray.sweep._validate import check_resources  # noqa: F401  (re-exported: the runner imports it here)
+from skelray.sweep.leaves import Leaf, deep_merge, get_path, parse_search, set_path
+
+DataFormat = Literal["store", "ntu", "pyskl", "ucla", "npz", "synthetic"]
+Stream = Literal["j", "b", "jm", "bm"]
+# The layout each reader uses when ``data.layout`` is not given; None: read from the data itself.
+DEFAULT_LAYOUTS: dict[str, str | None] = {
+    "ntu": "ntu25", "ucla": "kinect_v1_20", "synthetic": "ntu25", "store": None, "pyskl": None, "npz": None,
+}
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors (with a did-you-mean), never silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SplitSpec(_Section):
+    train: str = "train"  # split used for training
+    val: str | None = "val"  # split the metric is computed on each epoch; null: a fixed stratified
+    #                          hold-out of the training split (for datasets without a val split)
+    test: str | None = None  # held-out split, evaluated once by `sweep results`, never tuned on
+
+
+class DataSpec(_Section):
+    path: str | None = None  # folder/file of the data (required unless format is synthetic)
+    format: DataFormat = "store"  # store = skelray's Parquet store; others are read directly
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    layout: str | None = None  # skeleton layout name (skelray.data.list_layouts()); None = format default
+    frames: int = Field(64, ge=1)  # frames per clip after temporal sampling
+    persons: int = Field(2, ge=1)  # persons per clip (padded with zeros)
+    stream: Stream = "j"  # joint, bone, joint-motion, bone-motion
+    normalize: bool = True  # centre on the layout's centre joint
+    align: bool = True  # rotate to the layout's body axes (3D only)
+    sampling: Literal["uniform", "interp"] = "uniform"
+    rotate_degrees: float = Field(0.0, ge=0)  # random rotation augmentation; 0 = off
+    scale: tuple[float, float] | None = None  # random scale augmentation range, e.g. [0.9, 1.1]
+    # synthetic data only: a small, learnable dataset made on the fly
+    num_classes: int = Field(10, ge=2)
+    num_per_class: int = Field(20, ge=1)
+    seed: int = 0
+
+    def resolved_layout(self) -> str | None:
+        return self.layout or DEFAULT_LAYOUTS[self.format]
+
+
+class SparsityScheduleSpec(_Section):
+    warmup_epochs: int = Field(0, ge=0)  # dense epochs before pruning starts
+    ramp_epochs: int = Field(0, ge=0)  # epochs over which sparsity ramps from 0 to the level
+
+
+class SparsitySpec(_Section):
+    level: float | None = Field(None, ge=0, lt=1)  # fraction of weights removed
+    granularity: Literal["element", "row", "column", "channel"] = "element"
+    scope: Literal["global", "block"] = "global"  # one threshold for the model, or one per block
+    schedule: SparsityScheduleSpec = Field(default_factory=SparsityScheduleSpec)
+    ensemble_levels: list[float] | None = None  # members of a multi-level ensemble (instead of level)
+
+    @field_validator("ensemble_levels")
+    @classmethod
+    def _levels(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(not 0 <= x < 1 for x in v)):
+            raise ValueError("ensemble_levels must be a non-empty list of levels in [0, 1)")
+        return v
+
+
+class ModelSpec(_Section):
+    name: str  # a registered model (skelray.models.list_models())
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # constructor keyword arguments
+    sparsity: SparsitySpec | None = None  # trainable sparsity; None = dense
+
+
+class TrainSpec(_Section):
+    epochs: int = Field(30, ge=1)  # one Tune iteration = one epoch
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = Field(4e-4, ge=0)
+    schedule: Literal["cosine", "step"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)  # linear warm-up before the schedule
+    milestones: list[int] = Field(default_factory=list)  # step schedule: epochs where lr *= gamma
+    gamma: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)  # max gradient norm; None = no clipping
+    amp: bool = False  # mixed precision (CUDA only)
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)  # data loader workers per trial
+    eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the trial got a GPU
+
+
+class TrialConfig(_Section):
+    """What one trial needs: the Tune ``config`` dict validated into typed sections."""
+
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    @classmethod
+    def from_tune(cls, config: Mapping[str, Any]) -> TrialConfig:
+        """Validate a trial's full config (what ``build_param_space`` produces, once sampled)."""
+        try:
+            return cls.model_validate(dict(config))
+        except ValidationError as exc:
+            problems = Problems(source="trial config")
+            problems.extend(pydantic_problems(exc, cls))
+            problems.raise_if_any()
+            raise  # pragma: no cover - raise_if_any always raises here
+
+
+class SearcherSpec(_Section):
+    type: Literal["grid", "random", "optuna"] | None = None  # None: grid if every leaf is grid/dependent
+    seed: int = 0
+
+
+class SchedulerSpec(_Section):
+    """Early stopping; ``time_attr`` is always training_iteration (= epochs)."""
+
+    type: Literal["fifo", "asha", "hyperband", "pbt", "median"] = "fifo"
+    grace_period: int | None = Field(None, ge=1)  # asha, median: epochs before a trial may stop
+    max_t: int | None = Field(None, ge=1)  # asha, hyperband: epochs a trial may run; None = train.epochs
+    reduction_factor: float | None = Field(None, gt=1)  # asha, hyperband (default 3)
+    brackets: int | None = Field(None, ge=1)  # asha (default 1)
+    perturbation_interval: int | None = Field(None, ge=1)  # pbt: epochs between exploit/explore (default 1)
+    burn_in_period: int | None = Field(None, ge=0)  # pbt
+    quantile_fraction: float | None = Field(None, gt=0, le=0.5)  # pbt (default 0.25)
+    resample_probability: float | None = Field(None, ge=0, le=1)  # pbt (default 0.25)
+    hyperparam_mutations: dict[str, Leaf] | None = None  # pbt: config path -> leaf (choice/ranges)
+    min_samples_required: int | None = Field(None, ge=1)  # median (default 3)
+
+    @field_validator("hyperparam_mutations", mode="before")
+    @classmethod
+    def _mutations(cls, v: Any) -> Any:
+        return _leaves_or_raise(v, "scheduler.hyperparam_mutations")
+
+
+class ResourcesSpec(_Section):
+    cpu: float = Field(1.0, gt=0)  # CPUs per trial (fractions let trials share cores)
+    gpu: float = Field(0.0, ge=0)  # GPUs per trial: a fraction below 1 or a whole number
+
+
+class FailureSpec(_Section):
+    max_retries: int = Field(0, ge=-1)  # restarts of a failed trial from its checkpoint; -1 = forever
+
+
+class CheckpointSpec(_Section):
+    keep: int | None = Field(2, ge=1)  # best checkpoints kept per trial (by metric); None = all
+
+
+class WandbSpec(_Section):
+    project: str = "skelray"
+    entity: str | None = None
+    group: str | None = None  # None = the sweep name
+    # None: online when WANDB_API_KEY is set, else offline (no key needed; `wandb sync` later)
+    mode: Literal["online", "offline", "disabled"] | None = None
+
+
+class SweepSpec(_Section):
+    """A validated sweep; what the runner, the CLI and the results code pass around."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # also the experiment folder name
+    description: str = ""
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    search: dict[str, Leaf] = Field(default_factory=dict)  # config path -> leaf (see leaves.py)
+    searcher: SearcherSpec = Field(default_factory=SearcherSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    metric: str = "val/top1"  # a key the trial reports every epoch
+    mode: Literal["max", "min"] = "max"
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent: int | None = Field(None, ge=1)  # trials at once; None = as many as resources allow
+    num_samples: int | None = Field(None, ge=1)  # None: 1 for grid, 10 for random/optuna
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    storage: str | None = None  # local folder or pyarrow URI (s3://bucket/x, gs://...); None: runner default
+    wandb: WandbSpec = Field(default_factory=WandbSpec)  # mode: disabled turns W&B off
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search(cls, v: Any) -> Any:
+        return _leaves_or_raise(v, "search")
+
+    # -- derived settings --------------------------------------------------------------------
+    @property
+    def searcher_type(self) -> str:
+        if self.searcher.type:
+            return self.searcher.type
+        return "grid" if all(not leaf.is_random for leaf in self.search.values()) else "random"
+
+    @property
+    def samples(self) -> int:
+        if self.num_samples is not None:
+            return self.num_samples
+        return 1 if self.searcher_type == "grid" else 10
+
+    def storage_uri(self) -> str | None:
+        """``storage`` as Ray wants it: URIs unchanged, local paths absolute (None if unset)."""
+        if self.storage is None or "://" in self.storage:
+            return self.storage
+        return str(Path(self.storage).expanduser().resolve())
+
+    # -- trial configs -----------------------------------------------------------------------
+    def base_config(self) -> dict[str, Any]:
+        """The unsearched trial config (data/model/train) as plain, JSON-friendly dicts."""
+        return {k: getattr(self, k).model_dump(mode="json") for k in ("data", "model", "train")}
+
+    def merged_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Base config with ``overrides`` applied: a nested config (as Tune gives a trial) or
+        ``{"model.kwargs.pa_count": 3}``; mapping values merge into the sub-tree they replace."""
+        config = self.base_config()
+        for path, value in _flat_items(overrides or {}):
+            if path.split(".")[0] not in config:
+                continue  # keys the runner may add beside data/model/train (e.g. wandb) are not ours
+            try:
+                current = get_path(config, path)
+            except KeyError:
+                current = None
+            set_path(config, path, deep_merge(current, value) if isinstance(current, Mapping) else value)
+        return config
+
+    def trial_config(self, overrides: Mapping[str, Any] | None = None) -> TrialConfig:
+        """The typed data/model/train view of one trial; errors name the config path."""
+        return TrialConfig.from_tune(self.merged_config(overrides))
+
+    def trial_name(self, config: Mapping[str, Any]) -> str:
+        """Readable, deterministic, file-name-safe name from the searched values of ``config``."""
+        return trial_name_from(self.search, self.base_config(), config)
+
+
+def trial_name(config: Mapping[str, Any], spec: SweepSpec | None = None) -> str:
+    """A trial's name. With ``spec``: from its searched paths (pass Tune's ``trial.config``).
+    Without: every key of a flat overrides dict such as Tune's ``trial.evaluated_params``
+    (``{"model/kwargs/pa_count": 3}``) or ``{"model.kwargs.pa_count": 3}``."""
+    if spec is not None:
+        return spec.trial_name(config)
+    flat = {str(k).replace("/", "."): v for k, v in config.items()}
+    if set(flat) >= set(_TRIAL_SECTIONS):
+        raise ValueError("trial_name got a whole trial config without its spec; pass spec=, or "
+                         "the searched values only (trial.evaluated_params)")
+    return trial_name_from(dict.fromkeys(flat, Leaf(kind="grid", values=(None,))), {}, flat)
+
+
+_TRIAL_SECTIONS = ("data", "model", "train")
+
+
+def _leaves_or_raise(v: Any, where: str) -> Any:
+    if v is None or (isinstance(v, Mapping) and all(isinstance(x, Leaf) for x in v.values())):
+        return v
+    problems = Problems(source=where)
+    leaves = parse_search(v, problems, where=where)
+    if problems:
+        raise ValueError("; ".join(str(p) for p in problems.items))
+    return leaves
+
+
+def _flat_items(overrides: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted keys stay as they are; nested sections are walked down to their leaves, except
+    under ``model.kwargs`` where a mapping value is itself a kwarg."""
+    out: list[tuple[str, Any]] = []
+    for key, value in overrides.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and "." not in str(key) and path != "model.kwargs" \
+                and not path.startswith("model.kwargs."):
+            out.extend(_flat_items(value, path))
+        else:
+            out.append((path, value))
+    return out
+
+
+def load_sweep(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
+               check_paths: bool = True, env: Mapping[str, str] | None = None) -> SweepSpec:
+    """Read, check and type a sweep: a YAML file path, YAML text or an already-parsed dict.
+
+    W&B sweep files (top-level ``method`` and ``parameters``) are converted first. ``overrides``
+    maps dotted paths to values (``{"data.path": "/data/ucla", "train.epochs": 1}``) and wins over
+    the file. Every problem found is reported at once in one ``ConfigError``, each with its YAML
+    path and a fix. ``check_paths=False`` skips the data-path existence check (for a driver
+    that cannot see the workers' disks).
+    """
+    from skelray.sweep import _source, _validate
+    from skelray.sweep.wandb_format import convert_wandb, is_wandb_format
+
+    raw, name, lines, _ = _source.read_source(source)
+    problems = Problems(source=name, lines=lines)
+    if is_wandb_format(raw):
+        raw = convert_wandb(raw, problems, default_name=_default_name(source))
+        problems.raise_if_any()
+    raw = _source.apply_overrides(raw, overrides)
+    raw = _source.interpolate_env(raw, problems, env)
+    search = parse_search(raw.pop("search", None), problems)
+    try:
+        spec = SweepSpec.model_validate({**raw, "search": search})
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(exc, SweepSpec))
+        problems.raise_if_any()
+        raise  # pragma: no cover
+    problems.extend(_validate.check_spec(spec, check_paths=check_paths))
+    problems.raise_if_any()
+    return spec
+
+
+def _default_name(source: Any) -> str:
+    if isinstance(source, (str, Path)) and not isinstance(source, Mapping) and str(source).endswith((".yaml",
+                                                                                                     ".yml")):
+        return Path(str(source)).stem
+    return "wandb-sweep"

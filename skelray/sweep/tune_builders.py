@@ -1,0 +1,120 @@
+"""The Ray Tune objects a sweep needs: searcher, scheduler, TuneConfig, per-trial resources.
+
+Metric and mode go to ``TuneConfig`` only, and schedulers get them from there: Ray refuses a
+scheduler that was given its own metric/mode when TuneConfig has them too. The one exception
+is Optuna with a define-by-run space, which never receives TuneConfig's values and so is
+given them directly (Ray allows that for searchers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
+
+from skelray.sweep.leaves import get_path, set_path
+from skelray.sweep.space import build_param_space, optuna_space, to_domain
+
+if TYPE_CHECKING:
+    from skelray.sweep.spec import SweepSpec
+
+TIME_ATTR = "training_iteration"  # the trial reports once per epoch, so iterations are epochs
+
+__all__ = ["TIME_ATTR", "build_param_space", "build_scheduler", "build_search_alg", "build_tune_config",
+           "trial_resources"]
+
+
+def build_search_alg(spec: SweepSpec, seed_offset: int = 0) -> Searcher | SearchAlgorithm | None:
+    """None (Tune's default grid expansion), a seeded BasicVariantGenerator, or OptunaSearch (TPE).
+
+    ``max_concurrent`` is applied here: BasicVariantGenerator takes it directly, a Searcher
+    is wrapped in a ConcurrencyLimiter.
+    """
+    kind, seed = spec.searcher_type, spec.searcher.seed + seed_offset
+    limit = spec.max_concurrent
+    if kind == "grid":
+        return BasicVariantGenerator(max_concurrent=limit) if limit else None
+    if kind == "random":
+        return BasicVariantGenerator(random_state=seed, max_concurrent=limit or 0)
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher: Searcher = OptunaSearch(space=optuna_space(spec, seed_offset), metric=spec.metric,
+                                      mode=spec.mode,
+                                      seed=seed)
+    return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
+
+
+def _max_epochs(spec: SweepSpec) -> int:
+    """The longest a trial can run: train.epochs, or the largest searched value of it."""
+    leaf = spec.search.get("train.epochs")
+    if leaf is None:
+        return spec.train.epochs
+    points = [int(v) for v in leaf.sample_points() if isinstance(v, (int, float))]
+    return max([spec.train.epochs, *points])
+
+
+def build_scheduler(spec: SweepSpec) -> TrialScheduler:
+    """The scheduler for ``spec.scheduler``, counting time in epochs; metric/mode come from TuneConfig."""
+    s = spec.scheduler
+    if s.type == "asha":
+        return ASHAScheduler(time_attr=TIME_ATTR, max_t=s.max_t or _max_epochs(spec),
+                             grace_period=s.grace_period or 1,
+                             reduction_factor=s.reduction_factor or 3, brackets=s.brackets or 1)
+    if s.type == "hyperband":
+        return HyperBandScheduler(time_attr=TIME_ATTR, max_t=s.max_t or _max_epochs(spec),
+                                  reduction_factor=s.reduction_factor or 3)
+    if s.type == "median":
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=s.grace_period or 1,
+                                  min_samples_required=s.min_samples_required or 3)
+    if s.type == "pbt":
+        return PopulationBasedTraining(
+            time_attr=TIME_ATTR, perturbation_interval=s.perturbation_interval or 1,
+            burn_in_period=s.burn_in_period or 0, hyperparam_mutations=pbt_mutations(spec),
+            quantile_fraction=s.quantile_fraction or 0.25,
+            resample_probability=s.resample_probability if s.resample_probability is not None else 0.25)
+    return FIFOScheduler()
+
+
+def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
+    """PBT's nested ``hyperparam_mutations``: lists for grid/choice (PBT steps to a neighbour),
+    Tune domains for ranges (PBT resamples or scales by 0.8/1.2)."""
+    out: dict[str, Any] = {}
+    base = spec.base_config()
+    for path, leaf in (spec.scheduler.hyperparam_mutations or {}).items():
+        if leaf.kind in ("grid", "choice"):
+            set_path(out, path, list(leaf.values))
+        else:
+            try:
+                current = get_path(base, path)
+            except KeyError:
+                current = None
+            set_path(out, path, to_domain(leaf, path, current))
+    return out
+
+
+def build_tune_config(spec: SweepSpec, num_samples: int | None = None,
+                      seed_offset: int = 0) -> tune.TuneConfig:
+    """``TuneConfig`` with metric/mode, searcher, scheduler and the number of samples.
+
+    ``num_samples`` overrides the spec (``sweep resume --more N``); ``seed_offset`` moves the
+    searcher seed so those extra samples differ from the first run's.
+    """
+    return tune.TuneConfig(
+        metric=spec.metric, mode=spec.mode,
+        search_alg=build_search_alg(spec, seed_offset), scheduler=build_scheduler(spec),
+        num_samples=num_samples or spec.samples,
+    )
+
+
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """For ``tune.with_resources``: CPUs and GPUs (fractions allowed) of one trial."""
+    return {"cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu)}

@@ -1,0 +1,148 @@
+"""The training loop, free of Ray: one epoch of SGD/AdamW, evaluation, optimiser and schedule.
+
+The Tune trial (``skelray.train.trial``) and the plain-Python baseline of the engine-overhead
+benchmark both call these functions, so the two time exactly the same work.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from skelray.data.transforms import Preprocess
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Split:
+    """A split's raw clips and labels; clips are (M, T, V, C) views, never copied here."""
+
+    clips: Sequence[np.ndarray]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def batches(split: Split, pp: Preprocess, batch_size: int, *, train: bool,
+            rng: np.random.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Preprocess and stack clips into ``(N, M, T, V, C)`` batches; shuffled when training."""
+    order = rng.permutation(len(split)) if train and rng is not None else np.arange(len(split))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if train and len(idx) < 2 and len(order) >= 2:
+            continue  # BatchNorm cannot train on a single sample
+        x = pp.batch([split.clips[i] for i in idx], train=train, rng=rng)
+        yield torch.from_numpy(x), torch.from_numpy(split.labels[idx].astype(np.int64))
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float = 0.9, nesterov: bool = True,
+                   weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+    # No weight decay on biases, norms and adjacency/score parameters: decaying them only
+    # shrinks the graph or the masks towards zero, which is not regularisation.
+    decay, no_decay = [], []
+    for pname, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or "score" in pname or pname.endswith(".A") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, *, kind: str, epochs: int, steps_per_epoch: int,
+                  warmup_epochs: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1
+                  ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step multiplier: linear warm-up, then cosine to zero or step decay at epoch milestones."""
+    total = max(1, epochs * steps_per_epoch)
+    warm = int(warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if kind == "cosine":
+            progress = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if kind == "step":
+            epoch = step // max(1, steps_per_epoch)
+            return gamma ** sum(epoch >= m for m in milestones)
+        if kind == "constant":
+            return 1.0
+        raise ValueError(f"unknown schedule {kind!r}")
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LRScheduler, *, batch_size: int, rng: np.random.Generator,
+                label_smoothing: float = 0.0, device: torch.device | str = "cpu",
+                extra_loss=None, amp: bool = False, grad_clip: float | None = None) -> dict[str, float]:
+    """One pass over the training split. ``extra_loss(model)`` adds e.g. a sparsity penalty."""
+    model.train()
+    device = torch.device(device)
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    total, correct, loss_sum = 0, 0, 0.0
+    for x, y in batches(split, pp, batch_size, train=True, rng=rng):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        total += len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += float(loss.detach()) * len(y)
+    return {"loss": loss_sum / max(total, 1), "top1": correct / max(total, 1)}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, split: Split, pp: Preprocess, *, batch_size: int = 64,
+            device: torch.device | str = "cpu") -> np.ndarray:
+    """Logits for every clip of a split, in order, as float32 ``(N, num_classes)``."""
+    model.eval()
+    outs = [model(x.to(device)).float().cpu() for x, _ in batches(split, pp, batch_size, train=False)]
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
+
+
+def metrics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1, top-5 and cross-entropy loss of a split's logits."""
+    if len(labels) == 0:
+        return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan")}
+    t = torch.from_numpy(logits)
+    y = torch.from_numpy(labels.astype(np.int64))
+    k = min(5, t.shape[1])
+    top = t.topk(k, dim=1).indices
+    return {
+        "top1": float((top[:, 0] == y).float().mean()),
+        "top5": float((top == y[:, None]).any(1).float().mean()),
+        "loss": float(nn.functional.cross_entropy(t, y)),
+    }
+
+
+def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
+    pred = logits.argmax(1)
+    return [float((pred[labels == c] == c).mean()) if (labels == c).any() else float("nan")
+            for c in range(num_classes)]

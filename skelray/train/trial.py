@@ -1,0 +1,168 @@
+"""One trial: train one configuration on one dataset split, reporting every epoch.
+
+``run_trial`` knows nothing of Ray Tune: it calls ``report(metrics, checkpoint_dir)`` after
+each epoch and resumes from a checkpoint directory when given one. ``tune_trainable`` wraps
+it for Tune (node-shared data, ``tune.report`` with a ``Checkpoint``, ``tune.get_checkpoint``).
+The plain-Python baseline of the overhead benchmark calls ``run_trial`` directly.
+
+A checkpoint directory holds:
+  state.pt      model / optimiser / schedule / torch RNG state (``torch.load(weights_only=True)``)
+  trial.json    epoch, NumPy RNG state, metrics of this epoch, sizes of the inference form
+  logits.npz    validation and test logits and labels of this epoch (for ensembling)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skelray.data.transforms import Preprocess
+from skelray.train.data import DataBundle, load_splits
+from skelray.train.loop import (
+    make_optimizer,
+    make_schedule,
+    metrics_from_logits,
+    predict,
+    seed_everything,
+    train_epoch,
+)
+
+Report = Callable[[dict[str, Any], str], None]
+
+
+def _sparsity_hooks(model: torch.nn.Module, spec: Any):
+    """Wrap the model for trainable sparsity when the config asks for it."""
+    if spec is None:
+        return model, None
+    from skelray import sparsity
+
+    model = sparsity.sparsify(model, spec.level, granularity=spec.granularity, scope=spec.scope,
+                              schedule=spec.schedule.model_dump() if spec.schedule else None)
+    return model, sparsity
+
+
+def build_model(cfg: Any, data: DataBundle) -> torch.nn.Module:
+    from skelray.models import create_model
+
+    return create_model(cfg.model.name, num_classes=data.num_classes, layout=data.layout,
+                        in_channels=data.in_channels, num_persons=cfg.data.persons, **cfg.model.kwargs)
+
+
+def _save(directory: Path, model, optimizer, schedule, rng: np.random.Generator, epoch: int,
+          metrics: dict, sizes: dict, logits: dict[str, np.ndarray]) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state()}, directory / "state.pt")
+    (directory / "trial.json").write_text(json.dumps(
+        {"epoch": epoch, "rng": rng.bit_generator.state, "metrics": metrics, "sizes": sizes}, default=float))
+    np.savez(directory / "logits.npz", **logits)
+
+
+def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None = None,
+              resume_from: str | None = None, device: str | None = None) -> dict[str, Any]:
+    """Train ``cfg`` (a ``skelray.sweep.spec.TrialConfig``) and return the last epoch's metrics."""
+    t = cfg.train
+    seed_everything(t.seed)
+    data = data if data is not None else load_splits(cfg.data)
+    if device is None:
+        device = t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    common = dict(layout=data.layout, frames=cfg.data.frames, persons=cfg.data.persons, stream=cfg.data.stream,
+                  normalize=cfg.data.normalize, align=cfg.data.align, sampling=cfg.data.sampling)
+    pp_train = Preprocess(**common, rotate_degrees=cfg.data.rotate_degrees,
+                          scale=tuple(cfg.data.scale) if cfg.data.scale else None)
+    pp_eval = Preprocess(**common)
+    model = build_model(cfg, data)
+    model, sparsity = _sparsity_hooks(model, getattr(cfg.model, "sparsity", None))
+    model.to(device)
+    steps = max(1, len(data.splits["train"]) // t.batch_size)
+    optimizer = make_optimizer(model, t.optimizer, t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                               weight_decay=t.weight_decay)
+    schedule = make_schedule(optimizer, kind=t.schedule, epochs=t.epochs, steps_per_epoch=steps,
+                             warmup_epochs=t.warmup_epochs, milestones=t.milestones, gamma=t.gamma)
+    rng = np.random.default_rng(t.seed)
+    start_epoch, sizes, metrics = 0, {}, {}
+    if resume_from:
+        state = torch.load(Path(resume_from) / "state.pt", map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        info = json.loads((Path(resume_from) / "trial.json").read_text())
+        rng.bit_generator.state = info["rng"]
+        start_epoch, sizes = info["epoch"], info["sizes"]
+    sample_shape = (cfg.data.persons, cfg.data.frames, len(data.splits["train"].clips[0][0, 0]),
+                    data.in_channels)
+    val, test = data.splits["val"], data.splits["test"]
+    for epoch in range(start_epoch, t.epochs):
+        started = time.perf_counter()
+        if sparsity is not None:
+            sparsity.on_epoch_start(model, epoch)
+        penalty = (lambda m: sparsity.penalty(m)) if sparsity is not None else None
+        tr = train_epoch(model, data.splits["train"], pp_train, optimizer, schedule, batch_size=t.batch_size,
+                         rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty, amp=t.amp,
+                         grad_clip=t.grad_clip)
+        eval_bs = t.eval_batch_size or t.batch_size
+        logits = {"val_logits": predict(model, val, pp_eval, batch_size=eval_bs, device=device),
+                  "val_labels": val.labels,
+                  "test_logits": predict(model, test, pp_eval, batch_size=eval_bs, device=device),
+                  "test_labels": test.labels}
+        last = epoch + 1 == t.epochs
+        # Sizes and latency of the inference form: once for dense models (training does not
+        # change them); for sparse ones again at the end, when the masks have settled.
+        if not sizes or (last and sparsity is not None):
+            sizes = _measure(model, sample_shape, device)
+        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - started,
+                   **{f"train/{k}": v for k, v in tr.items()}, **sizes}
+        for name in ("val", "test"):
+            if len(logits[f"{name}_labels"]):
+                metrics.update({f"{name}/{k}": v for k, v in
+                                metrics_from_logits(logits[f"{name}_logits"], logits[f"{name}_labels"]).items()})
+        if sparsity is not None:
+            metrics["sparsity"] = float(sparsity.report(model)["overall"])
+        with tempfile.TemporaryDirectory(prefix="skelray-ckpt-") as tmp:
+            _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits)
+            if report is not None:
+                report(metrics, tmp)
+    return metrics
+
+
+def _measure(model: torch.nn.Module, sample_shape: tuple[int, ...], device: str) -> dict[str, float]:
+    from skelray.train.measure import measure
+
+    was_training = model.training
+    try:
+        return measure(model, sample_shape, device=device)
+    finally:
+        model.train(was_training)
+
+
+def tune_trainable(config: dict[str, Any]) -> None:
+    """The function Ray Tune runs for each trial."""
+    from ray import tune
+
+    from skelray.sweep.spec import TrialConfig
+    from skelray.train.data import node_splits
+
+    cfg = TrialConfig.from_tune(config)
+    # Trials share the node's cores: without this each would spawn a thread per core.
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    use_gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1")
+    checkpoint = tune.get_checkpoint()
+
+    def report(metrics: dict[str, Any], directory: str) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    if checkpoint is None:
+        run_trial(cfg, data=node_splits(cfg.data), report=report, device="cuda" if use_gpu else "cpu")
+        return
+    with checkpoint.as_directory() as resume_dir:
+        run_trial(cfg, data=node_splits(cfg.data), report=report, resume_from=resume_dir,
+                  device="cuda" if use_gpu else "cpu")

@@ -1,0 +1,26 @@
+"""Shared fixtures: where the NW-UCLA dataset lives, and Ray hygiene for every test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# No network on CI machines: never let Ray or W&B try to phone home.
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def ucla_dir() -> Path:
+    return Path(os.environ.get("SKELRAY_UCLA", REPO.parent / "shared" / "data" / "nw_ucla"))
+
+
+@pytest.fixture(scope="session")
+def ucla_path() -> Path:
+    path = ucla_dir()
+    if not path.is_dir() or not any(path.glob("a*_s*_e*_v*.json")):
+        pytest.skip(f"NW-UCLA not found at {path}: set SKELRAY_UCLA to the folder of aAA_sSS_eEE_vVV.json files")
+    return path
