@@ -43,6 +43,8 @@ def _register_groups() -> None:
     from skelray.data.cli import app as data_app
 
     app.add_typer(data_app, name="data", help="Convert, inspect and load skeleton datasets.")
+    from skelray.models.cli import app as models_app
+    app.add_typer(models_app, name="models", help="List and inspect the registered models.")
     from skelray.sweep.cli import app as sweep_app
 
     app.add_typer(sweep_app, name="sweep", help="Run, resume, extend and summarise sweeps on Ray Tune.")

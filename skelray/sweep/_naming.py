@@ -9,6 +9,8 @@ from typing import Any
 
 from skelray.sweep.leaves import Leaf, deep_merge, get_path
 
+_MISSING = object()
+
 
 def trial_name(search: Mapping[str, Leaf], base: Mapping[str, Any], config: Mapping[str, Any],
                max_len: int = 180) -> str:
@@ -23,13 +25,9 @@ def trial_name(search: Mapping[str, Leaf], base: Mapping[str, Any], config: Mapp
     labels = _labels([path for path, _ in named])
     parts: list[str] = []
     for path, leaf in named:
-        if path in config:
-            value = config[path]
-        else:
-            try:
-                value = get_path(config, path)
-            except KeyError:
-                continue
+        value = config[path] if path in config else get_path(config, path, _MISSING)
+        if value is _MISSING:
+            continue
         if isinstance(value, Mapping):
             parts.extend(_option_parts(leaf, base, path, value))
         else:
@@ -44,7 +42,8 @@ def _labels(paths: list[str]) -> dict[str, str]:
     depth = dict.fromkeys(paths, 1)
     while True:
         labels = {p: ".".join(p.split(".")[-depth[p]:]) for p in paths}
-        clashes = [p for p in paths if list(labels.values()).count(labels[p]) > 1 and depth[p] < len(p.split("."))]
+        taken = list(labels.values())
+        clashes = [p for p in paths if taken.count(labels[p]) > 1 and depth[p] < len(p.split("."))]
         if not clashes:
             return labels
         for p in clashes:
@@ -52,10 +51,7 @@ def _labels(paths: list[str]) -> dict[str, str]:
 
 
 def _option_parts(leaf: Leaf, base: Mapping[str, Any], path: str, value: Mapping[str, Any]) -> list[str]:
-    try:
-        base_value = get_path(base, path)
-    except KeyError:
-        base_value = {}
+    base_value = get_path(base, path, {})
     chosen: Any = value
     for option in leaf.values:  # name a sub-tree by the keys its option sets, not the merged whole
         if isinstance(option, Mapping) and deep_merge(base_value, option) == value:

@@ -94,6 +94,7 @@ _TYPE_FIXES = {
     "model_type": "give a mapping of keys to values",
     "tuple_type": "give a list",
     "missing": "add it",
+    "string_pattern_mismatch": "use letters, digits, '_', '.' and '-' only (it names a folder)",
 }
 
 
@@ -150,8 +151,8 @@ def _fields_at(model: type, loc: tuple) -> list[str]:
             return []
         current = info.annotation
         # Optional[Model] / Model | None: follow the model part.
-        if get_origin(current) is not None and not (isinstance(current, type) and issubclass(current,
-                                                                                             BaseModel)):
+        is_model = isinstance(current, type) and issubclass(current, BaseModel)
+        if get_origin(current) is not None and not is_model:
             models = [a for a in get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
             current = models[0] if models else None
     if isinstance(current, type) and issubclass(current, BaseModel):

@@ -15,13 +15,15 @@ import yaml
 
 from skelray.errors import ConfigError
 from skelray.sweep._problems import Problems
+from skelray.sweep.leaves import set_path
 
 # ${NAME} or ${NAME:-default}; NAME as in POSIX shells.
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def read_source(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str, dict[str, int],
-                                                                 Path | None]:
+def read_source(
+    source: str | Path | Mapping[str, Any],
+) -> tuple[dict[str, Any], str, dict[str, int], Path | None]:
     """Return (raw dict, a name for messages, path -> line map, the file's path if any)."""
     if isinstance(source, Mapping):
         return copy.deepcopy(dict(source)), "sweep", {}, None
@@ -57,9 +59,9 @@ def read_source(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any],
 
 
 def _looks_like_path(text: str) -> bool:
-    if "\n" in text or ": " in text or text.strip().startswith("{"):
-        return False
-    return text.endswith((".yaml", ".yml", ".json")) or os.path.exists(os.path.expanduser(text))
+    # YAML worth loading has a newline, a "key: value" or a flow mapping; anything else is a path.
+    stripped = text.strip()
+    return bool(stripped) and "\n" not in stripped and ": " not in stripped and not stripped.startswith("{")
 
 
 def _walk_lines(node: yaml.Node, prefix: str, lines: dict[str, int], problems: Problems) -> None:
@@ -86,13 +88,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any] | None) ->
         return raw
     raw = copy.deepcopy(raw)
     for key, value in overrides.items():
-        parts = str(key).split(".")
-        node = raw
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+        set_path(raw, str(key), value)
     return raw
 
 
@@ -119,8 +115,8 @@ def interpolate_env(raw: Any, problems: Problems, env: Mapping[str, str] | None 
     """Replace ``${NAME}`` / ``${NAME:-default}`` in every string; an unset NAME is a problem."""
     env = os.environ if env is None else env
     if isinstance(raw, dict):
-        return {k: interpolate_env(v, problems, env, f"{path}.{k}" if path else str(k)) for k,
-                v in raw.items()}
+        return {k: interpolate_env(v, problems, env, f"{path}.{k}" if path else str(k))
+                for k, v in raw.items()}
     if isinstance(raw, list):
         return [interpolate_env(v, problems, env, f"{path}[{i}]") for i, v in enumerate(raw)]
     if not isinstance(raw, str) or "${" not in raw:

@@ -18,7 +18,9 @@ Leaf forms (``search:`` maps config paths, nested or dotted, to one of these):
 =====================================  =====================================================
 
 A ``grid``/``choice`` value that is a mapping sets a whole sub-tree: it is merged into the
-base config at that path (``model: {grid: [{name: a}, {name: b, kwargs: {k: 1}}]}``).
+base config at that path (``model: {grid: [{name: a}, {name: b, kwargs: {k: 1}}]}``), so keys
+that differ between options belong in the options, not the base. ``expr`` and ``depends``
+may read any config path, searched or not; a leaf inside a searched sub-tree is refused.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ _ARGS = {
 _MODIFIERS = {"choice": {"weights"}, "depends": {"map", "default"}}
 CONTINUOUS = frozenset({"uniform", "quniform", "loguniform", "qloguniform", "normal", "qnormal",
                         "lognormal", "qlognormal", "beta", "qbeta"})
+# A string, not object(): the sentinel must survive pickling into Tune's experiment state.
 _NO_DEFAULT = "__skelray_no_default__"
 
 
@@ -62,6 +65,10 @@ class Leaf(BaseModel):
     mapping: tuple[tuple[Any, Any], ...] = ()
     default: Any = _NO_DEFAULT
     expr: str | None = None
+
+    @property
+    def has_default(self) -> bool:
+        return self.default != _NO_DEFAULT
 
     @property
     def is_grid(self) -> bool:
@@ -91,7 +98,7 @@ class Leaf(BaseModel):
         for key, value in self.mapping:
             if key == source or str(key) == str(source):
                 return value
-        if self.default != _NO_DEFAULT:
+        if self.has_default:
             return self.default
         raise KeyError(f"no value in 'map' for {self.depends}={source!r}")
 
@@ -129,7 +136,7 @@ class Leaf(BaseModel):
             return out
         if self.kind == "depends":
             out = {"depends": self.depends, "map": {k: v for k, v in self.mapping}}
-            if self.default != _NO_DEFAULT:
+            if self.has_default:
                 out["default"] = self.default
             return out
         if self.kind == "expr":
@@ -285,12 +292,17 @@ def _parse_depends(raw: Mapping[str, Any], at: str, where: str, problems: Proble
 
 # -- helpers on nested config dicts ----------------------------------------------------------
 
-def get_path(config: Mapping[str, Any], path: str) -> Any:
-    """``config['a']['b']`` for ``a.b``; KeyError names the first missing segment."""
+_REQUIRED = object()
+
+
+def get_path(config: Mapping[str, Any], path: str, default: Any = _REQUIRED) -> Any:
+    """``config['a']['b']`` for ``a.b``; ``default`` if a segment is missing, else KeyError."""
     node: Any = config
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            raise KeyError(path)
+            if default is _REQUIRED:
+                raise KeyError(path)
+            return default
         node = node[part]
     return node
 

@@ -141,6 +141,8 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
     if status is None:
         if trial.join("error.txt").exists() or trial.join("error.pkl").exists():
             status = "ERROR"
+        elif final.get("diverged"):
+            status = "DIVERGED"
         elif final and total and final.get("epoch") == total:
             status = "TERMINATED"
         else:
@@ -154,6 +156,7 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         "epochs_run": int(final.get("epoch", 0)) if final else 0,
         "best_epoch": int(best["epoch"]) if best else None,
         "node_ip": final.get("node_ip"),
+        "node_id": final.get("node_id"),
         "wall_time_s": final.get("time_total_s"),
         "best_checkpoint": posixpath.relpath(best_ckpt[0].path, trial.path) if best_ckpt else None,
         "error": error,

@@ -87,9 +87,8 @@ def to_domain(leaf: Leaf, path: str, base_value: Any = None) -> Any:
     """The Tune domain for one leaf; mapping options are merged into ``base_value``."""
     kind, a = leaf.kind, leaf.args
     if kind in ("grid", "choice"):
-        values = [deep_merge(base_value, v) if isinstance(v, Mapping) and isinstance(base_value,
-                                                                                     Mapping) else v
-                  for v in leaf.values]
+        merge = isinstance(base_value, Mapping)
+        values = [deep_merge(base_value, v) if merge and isinstance(v, Mapping) else v for v in leaf.values]
         if kind == "grid":
             return tune.grid_search(values)
         if leaf.weights is None:
@@ -144,11 +143,7 @@ def build_param_space(spec: SweepSpec, seed_offset: int = 0) -> dict[str, Any]:
     if spec.searcher_type == "optuna":
         return config
     for path, leaf in _shift_seed(spec, seed_offset).items():
-        try:
-            base_value = get_path(config, path)
-        except KeyError:
-            base_value = None
-        set_path(config, path, to_domain(leaf, path, base_value))
+        set_path(config, path, to_domain(leaf, path, get_path(config, path, None)))
     return config
 
 
@@ -200,10 +195,7 @@ class OptunaSpace:
                     value = trial.suggest_categorical(name, list(leaf.values))
                 else:
                     option = leaf.values[trial.suggest_categorical(name, list(range(len(leaf.values))))]
-                    try:
-                        current = get_path(config, path)
-                    except KeyError:
-                        current = None
+                    current = get_path(config, path, None)
                     value = out[name] = deep_merge(current, option) if isinstance(option, Mapping) else option
             elif leaf.kind == "uniform":
                 value = trial.suggest_float(name, a[0], a[1])

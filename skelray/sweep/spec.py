@@ -2,7 +2,8 @@
 
 A minimal sweep is ``name``, ``data`` and ``model``; everything else has a default. The full
 format, section by section, is the field list below (one comment per field says what it does);
-``sweeps/*.yaml`` are worked examples and ``leaves.py`` documents the ``search:`` leaves.
+``sweeps/README.md`` is the overview, ``sweeps/*.yaml`` are worked examples, ``leaves.py``
+documents the ``search:`` leaves and ``wandb_format.py`` the W&B sweep files.
 
 Strings may use ``${ENV}`` or ``${ENV:-default}``; an unset variable is an error naming the key,
 so ``data: {path: ${SKELRAY_UCLA}}`` makes the data folder a run-time argument (the CLI's
@@ -17,10 +18,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from skelray.sweep import _source, _validate
 from skelray.sweep._naming import trial_name as trial_name_from
 from skelray.sweep._problems import Problems, pydantic_problems
 from skelray.sweep._validate import check_resources  # noqa: F401  (re-exported: the runner imports it here)
 from skelray.sweep.leaves import Leaf, deep_merge, get_path, parse_search, set_path
+from skelray.sweep.wandb_format import convert_wandb, is_wandb_format
 
 DataFormat = Literal["store", "ntu", "pyskl", "ucla", "npz", "synthetic"]
 Stream = Literal["j", "b", "jm", "bm"]
@@ -234,10 +237,7 @@ class SweepSpec(_Section):
         for path, value in _flat_items(overrides or {}):
             if path.split(".")[0] not in config:
                 continue  # keys the runner may add beside data/model/train (e.g. wandb) are not ours
-            try:
-                current = get_path(config, path)
-            except KeyError:
-                current = None
+            current = get_path(config, path, None)
             set_path(config, path, deep_merge(current, value) if isinstance(current, Mapping) else value)
         return config
 
@@ -248,6 +248,9 @@ class SweepSpec(_Section):
     def trial_name(self, config: Mapping[str, Any]) -> str:
         """Readable, deterministic, file-name-safe name from the searched values of ``config``."""
         return trial_name_from(self.search, self.base_config(), config)
+
+
+_TRIAL_SECTIONS = ("data", "model", "train")
 
 
 def trial_name(config: Mapping[str, Any], spec: SweepSpec | None = None) -> str:
@@ -261,9 +264,6 @@ def trial_name(config: Mapping[str, Any], spec: SweepSpec | None = None) -> str:
         raise ValueError("trial_name got a whole trial config without its spec; pass spec=, or "
                          "the searched values only (trial.evaluated_params)")
     return trial_name_from(dict.fromkeys(flat, Leaf(kind="grid", values=(None,))), {}, flat)
-
-
-_TRIAL_SECTIONS = ("data", "model", "train")
 
 
 def _leaves_or_raise(v: Any, where: str) -> Any:
@@ -300,9 +300,6 @@ def load_sweep(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
     path and a fix. ``check_paths=False`` skips the data-path existence check (for a driver
     that cannot see the workers' disks).
     """
-    from skelray.sweep import _source, _validate
-    from skelray.sweep.wandb_format import convert_wandb, is_wandb_format
-
     raw, name, lines, _ = _source.read_source(source)
     problems = Problems(source=name, lines=lines)
     if is_wandb_format(raw):
@@ -323,7 +320,6 @@ def load_sweep(source: str | Path | Mapping[str, Any], overrides: Mapping[str, A
 
 
 def _default_name(source: Any) -> str:
-    if isinstance(source, (str, Path)) and not isinstance(source, Mapping) and str(source).endswith((".yaml",
-                                                                                                     ".yml")):
+    if isinstance(source, (str, Path)) and str(source).endswith((".yaml", ".yml")):
         return Path(str(source)).stem
     return "wandb-sweep"

@@ -56,3 +56,74 @@ def wandb_callback(spec: Any, sweep: Location):
         kwargs["entity"] = w.entity
     return WandbLoggerCallback(project=w.project or "skelray", group=w.group or spec.name,
                                log_config=False, excludes=EXCLUDED, **kwargs)
+
+
+# -- reading offline runs back -------------------------------------------------------------------
+# wandb 0.31 ships no Python reader for its ``.wandb`` files. The format is a 7-byte header
+# (":W&B", magic 0xBEE1, version) followed by a LevelDB-style record log: 32 KiB blocks, each
+# record chunk with a 7-byte header (crc32c, little-endian length, type FULL/FIRST/MIDDLE/LAST)
+# and a protobuf ``Record`` as payload.
+_BLOCK = 32 * 1024
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _records(data: bytes):
+    if data[:4] != b":W&B":
+        raise ValueError("not a W&B run file")
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        room = _BLOCK - pos % _BLOCK
+        if room < 7:  # block trailer: zero padding
+            pos += room
+            continue
+        length = int.from_bytes(data[pos + 4:pos + 6], "little")
+        kind = data[pos + 6]
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE:
+            pending += chunk
+        elif kind == _LAST:
+            yield pending + chunk
+            pending = b""
+
+
+def read_offline_run(path: str) -> dict[str, Any]:
+    """Config, per-step history, summary and identity of an offline W&B run file."""
+    import json as _json
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    with open(path, "rb") as f:
+        data = f.read()
+    run: dict[str, Any] = {"config": {}, "history": [], "summary": {}}
+    for raw in _records(data):
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            run.update(id=rec.run.run_id, name=rec.run.display_name, group=rec.run.run_group,
+                       project=rec.run.project)
+            run["config"].update({i.key: _json.loads(i.value_json) for i in rec.run.config.update})
+        elif kind == "config":
+            run["config"].update({i.key: _json.loads(i.value_json) for i in rec.config.update})
+        elif kind == "history":
+            run["history"].append({i.key or "/".join(i.nested_key): _json.loads(i.value_json)
+                                   for i in rec.history.item})
+        elif kind == "summary":
+            run["summary"].update({i.key or "/".join(i.nested_key): _json.loads(i.value_json)
+                                   for i in rec.summary.update})
+    return run
+
+
+def offline_runs(sweep: Location) -> list[str]:
+    """Paths of every offline run file written for a sweep."""
+    import glob
+
+    root = wandb_dir(sweep)
+    return sorted(glob.glob(os.path.join(root, "wandb", "offline-run-*", "run-*.wandb")))

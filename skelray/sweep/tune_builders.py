@@ -93,11 +93,7 @@ def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
         if leaf.kind in ("grid", "choice"):
             set_path(out, path, list(leaf.values))
         else:
-            try:
-                current = get_path(base, path)
-            except KeyError:
-                current = None
-            set_path(out, path, to_domain(leaf, path, current))
+            set_path(out, path, to_domain(leaf, path, get_path(base, path, None)))
     return out
 
 

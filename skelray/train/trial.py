@@ -126,10 +126,16 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
                                 metrics_from_logits(logits[f"{name}_logits"], logits[f"{name}_labels"]).items()})
         if sparsity is not None:
             metrics["sparsity"] = float(sparsity.report(model)["overall"])
+        # A diverged run only burns compute: say so and stop (the results mark it DIVERGED).
+        diverged = not np.isfinite(tr["loss"])
+        if diverged:
+            metrics["diverged"] = 1
         with tempfile.TemporaryDirectory(prefix="skelray-ckpt-") as tmp:
             _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits)
             if report is not None:
                 report(metrics, tmp)
+        if diverged:
+            break
     return metrics
 
 
@@ -156,9 +162,13 @@ def tune_trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     use_gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1")
     checkpoint = tune.get_checkpoint()
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, Any], directory: str) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        # The node id, not just its IP: several nodes may share one machine.
+        tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     if checkpoint is None:
         run_trial(cfg, data=node_splits(cfg.data), report=report, device="cuda" if use_gpu else "cpu")

@@ -60,7 +60,8 @@ def test_parse_overrides_reads_values_as_yaml():
 
 
 def test_trial_config_merges_flat_and_nested_overrides():
-    spec = load_sweep("name: t\ndata: {format: synthetic}\nmodel: {name: hpigcn_rp, kwargs: {tcn_kernel: 5}}\n")
+    spec = load_sweep("name: t\ndata: {format: synthetic}\n"
+                      "model: {name: hpigcn_rp, kwargs: {tcn_kernel: 5}}\n")
     cfg = spec.trial_config({"model.kwargs.pa_count": 3, "data": {"stream": "b"}})
     assert cfg.model.kwargs == {"tcn_kernel": 5,
                                 "pa_count": 3} and cfg.data.stream == "b" and cfg.train.lr == spec.train.lr
@@ -76,7 +77,8 @@ def test_spec_round_trips_through_its_yaml_dump():
     text = MIN + ("search:\n  model.kwargs.pa_count: {randint: [1, 6]}\n"
                   "  train.lr: {choice: [0.1, 0.2], weights: [1, 2]}\n"
                   "  train.momentum: {expr: '0.9 if train.lr < 0.15 else 0.8'}\n"
-                  "scheduler: {type: pbt, hyperparam_mutations: {train.weight_decay: {uniform: [0.0, 0.001]}}}\n"
+                  "scheduler: {type: pbt, hyperparam_mutations: "
+                  "{train.weight_decay: {uniform: [0.0, 0.001]}}}\n"
                   "train: {epochs: 5}\n")
     spec = load_sweep(text)
     again = load_sweep(yaml.safe_load(yaml.safe_dump(spec.model_dump(mode="json"))))
@@ -180,7 +182,8 @@ def test_data_path_required_for_real_data():
 
 
 def test_unset_environment_variable_names_the_key_and_the_flag():
-    msg = error_of("name: t\ndata: {format: ucla, path: '${SKELRAY_TEST_UNSET}'}\nmodel: {name: hpigcn_rp}\n", env={})
+    msg = error_of("name: t\ndata: {format: ucla, path: '${SKELRAY_TEST_UNSET}'}\n"
+                   "model: {name: hpigcn_rp}\n", env={})
     assert "data.path" in msg and "SKELRAY_TEST_UNSET" in msg and "--data PATH" in msg
     assert "does not exist" not in msg  # one problem, not two
 
@@ -264,8 +267,15 @@ def test_expression_outside_the_safe_language():
 
 
 def test_dependent_values_that_form_a_cycle():
-    msg = error_of(MIN + "search:\n  train.lr: {expr: 'train.momentum / 9'}\n  train.momentum: {expr: 'train.lr * 9'}\n")
+    msg = error_of(MIN + "search:\n  train.lr: {expr: 'train.momentum / 9'}\n"
+                         "  train.momentum: {expr: 'train.lr * 9'}\n")
     assert "cycle" in msg and "plain value" in msg
+
+
+def test_path_searched_inside_a_searched_subtree():
+    msg = error_of(MIN + "search:\n  model: {grid: [{name: stgcn}, {name: hpigcn_rp}]}\n"
+                         "  model.kwargs.dropout: {grid: [0.0, 0.1]}\n")
+    assert "search.model.kwargs.dropout" in msg and "inside search.model" in msg
 
 
 def test_yaml_syntax_error_reports_line_and_column():

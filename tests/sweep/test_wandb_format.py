@@ -18,13 +18,14 @@ from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Norm
 from skelray.errors import ConfigError
 from skelray.sweep import load_sweep
 from skelray.sweep._problems import Problems
+from skelray.sweep._wandb_schema import validate_wandb
 from skelray.sweep.tune_builders import build_param_space, build_scheduler, build_search_alg
-from skelray.sweep.wandb_format import validate_wandb
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO.parent / "shared" / "reference" / "wandb-sweeps" / "schema.json"
 SHIPPED = sorted(p for p in (REPO / "sweeps").glob("*.yaml") if "method" in yaml.safe_load(p.read_text()))
-EXT = "parameters:\n  skelray: {value: {data: {format: synthetic}, model: {name: hpigcn_rp}, train: {epochs: 27}}}\n"
+EXT = ("parameters:\n  skelray: {value: {data: {format: synthetic}, model: {name: hpigcn_rp}, "
+       "train: {epochs: 27}}}\n")
 
 
 def wandb(method: str = "random", params: str = "", extra: str = "") -> str:
@@ -121,7 +122,8 @@ def test_int_and_q_uniform_under_grid_are_enumerated():
 
 
 def test_constants_set_the_base_config_and_nested_blocks_map_to_paths():
-    spec = load_sweep(wandb(params="  epochs: {value: 4}\n  train:\n    parameters:\n      momentum: {value: 0.8}\n"
+    spec = load_sweep(wandb(params="  epochs: {value: 4}\n"
+                                   "  train:\n    parameters:\n      momentum: {value: 0.8}\n"
                                    "  model:\n    parameters:\n      kwargs:\n        parameters:\n"
                                    "          pa_count: {values: [1, 3]}\n"))
     assert spec.train.epochs == 4 and spec.train.momentum == 0.8
@@ -129,8 +131,9 @@ def test_constants_set_the_base_config_and_nested_blocks_map_to_paths():
 
 
 def test_bare_names_map_through_the_table():
-    spec = load_sweep(wandb(params="  lr: {values: [0.1]}\n  pa_count: {values: [1]}\n  stream: {values: [j]}\n"
-                                   "  sparsity: {values: [0.9]}\n  seed: {values: [0, 1]}\n  model: {value: hpigcn_op}\n"))
+    spec = load_sweep(wandb(params="  lr: {values: [0.1]}\n  pa_count: {values: [1]}\n"
+                                   "  stream: {values: [j]}\n  sparsity: {values: [0.9]}\n"
+                                   "  seed: {values: [0, 1]}\n  model: {value: hpigcn_op}\n"))
     assert list(spec.search) == ["train.lr", "model.kwargs.pa_count", "data.stream", "model.sparsity.level",
                                  "train.seed"]
     assert spec.model.name == "hpigcn_op"
@@ -226,7 +229,8 @@ def test_bayes_without_metric():
 
 
 def test_extension_block_contradicting_a_w_and_b_key():
-    text = ("method: random\nmetric: {name: val/top1, goal: maximize}\nparameters:\n  skelray: {value: {data: "
+    text = ("method: random\nmetric: {name: val/top1, goal: maximize}\n"
+            "parameters:\n  skelray: {value: {data: "
             "{format: synthetic}, model: {name: hpigcn_rp}, metric: val/top5}}\n  lr: {values: [0.1]}\n")
     assert "parameters.skelray.value.metric" in error_of(text)
 
@@ -249,30 +253,32 @@ def test_shipped_w_and_b_sweeps_validate_against_w_and_b_schema(path, schema_val
     load_sweep(path)
 
 
+LR = {"lr": {"values": [1]}}
+
+
+def doc(method: str = "grid", parameters: dict | None = None, **extra) -> dict:
+    return {"method": method, "parameters": LR if parameters is None else parameters, **extra}
+
+
 DOCS = [
-    ({"method": "grid", "parameters": {"lr": {"values": [1, 2]}}}, True),
-    ({"method": "random", "parameters": {"lr": {"min": 0.1, "max": 1.0}}, "run_cap": 3}, True),
-    ({"method": "bayes", "metric": {"name": "m", "goal": "maximize"},
-      "early_terminate": {"type": "hyperband", "max_iter": 27,
-                          "s": 2}, "parameters": {"a": {"value": 1}}}, True),
-    ({"method": "random", "parameters": {"a": {"parameters": {"b": {"distribution": "q_log_uniform_values",
-                                                                     "min": 1, "max": 9, "q": 2}}}}}, True),
-    ({"method": "bayesian", "parameters": {"lr": {"values": [1]}}}, False),
-    ({"parameters": {"lr": {"values": [1]}}}, False),
-    ({"method": "grid", "parameters": {}}, False),
-    ({"method": "grid", "parameters": {"lr": {"values": []}}}, False),
-    ({"method": "grid", "parameters": {"lr": {"distribution": "log_uniformm", "min": 1, "max": 2}}}, False),
-    ({"method": "grid", "parameters": {"lr": {"distribution": "uniform", "min": 1, "max": 2, "q": 1}}},
-     False),
-    ({"method": "grid", "parameters": {"lr": {"values": [1]}}, "skelray": {}}, False),
-    ({"method": "grid", "parameters": {"lr": {"values": [1]}}, "early_terminate": {"type": "hyperband"}},
-     False),
-    ({"method": "grid", "parameters": {"lr": {"values": [1]}}, "early_terminate": {"type": "hyperband",
-                                                                                  "min_iter": 1, "eta": 1}}, False),
-    ({"method": "grid", "parameters": {"lr": {"values": [1]}}, "metric": {"goal": "maximize"}}, False),
-    ({"method": "grid", "parameters": {"lr": {"values": [1]}}, "run_cap": 0}, False),
-    ({"method": "grid", "parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 2}}},
-     False),
+    (doc(), True),
+    (doc("random", {"lr": {"min": 0.1, "max": 1.0}}, run_cap=3), True),
+    (doc("bayes", {"a": {"value": 1}}, metric={"name": "m", "goal": "maximize"},
+         early_terminate={"type": "hyperband", "max_iter": 27, "s": 2}), True),
+    (doc("random", {"a": {"parameters": {"b": {"distribution": "q_log_uniform_values", "min": 1, "max": 9,
+                                               "q": 2}}}}), True),
+    (doc("bayesian"), False),
+    ({"parameters": LR}, False),
+    (doc(parameters={}), False),
+    (doc(parameters={"lr": {"values": []}}), False),
+    (doc(parameters={"lr": {"distribution": "log_uniformm", "min": 1, "max": 2}}), False),
+    (doc(parameters={"lr": {"distribution": "uniform", "min": 1, "max": 2, "q": 1}}), False),
+    (doc(parameters={"lr": {"distribution": "log_uniform_values", "min": 0, "max": 2}}), False),
+    (doc(skelray={}), False),
+    (doc(early_terminate={"type": "hyperband"}), False),
+    (doc(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 1}), False),
+    (doc(metric={"goal": "maximize"}), False),
+    (doc(run_cap=0), False),
 ]
 
 

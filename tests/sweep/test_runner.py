@@ -1,0 +1,126 @@
+"""The sweep engine on a real local Ray: results store, W&B offline runs, ASHA, resume, --more."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from skelray.sweep.results import Location, read_results
+from skelray.sweep.runner import resume_sweep, run_sweep
+from skelray.sweep.spec import load_sweep
+from skelray.sweep.tracking import offline_runs, read_offline_run
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
+             logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_grid_sweep_writes_every_trial_and_epoch(tmp_path, tiny_sweep):
+    spec = load_sweep(tiny_sweep("grid", str(tmp_path)))
+    outcome = run_sweep(spec)
+    trials, epochs = read_results(outcome.sweep_dir)
+    assert trials.num_rows == 2
+    assert set(trials.column("status").to_pylist()) == {"TERMINATED"}
+    assert sorted(trials.column("config.model.kwargs.pa_count").to_pylist()) == [1, 2]
+    assert sorted(trials.column("trial_name").to_pylist()) == ["t00000-pa_count=1", "t00001-pa_count=2"]
+    assert epochs.num_rows == 4
+    for key in ("params", "macs", "latency_ms_b1", "latency_ms_b64", "best.val/top1", "best.test/top1"):
+        assert all(v is not None and v > 0 or key.startswith("best") for v in trials.column(key).to_pylist())
+    # The best checkpoint holds the logits the ensemble builder needs.
+    for row in trials.to_pylist():
+        ckpt = Path(outcome.sweep_dir) / row["run"] / row["trial_name"] / row["best_checkpoint"]
+        assert (ckpt / "logits.npz").is_file() and (ckpt / "state.pt").is_file()
+    # W&B: one offline run per trial, grouped by sweep, holding every epoch.
+    runs = [read_offline_run(p) for p in offline_runs(Location.parse(outcome.sweep_dir))]
+    assert sorted(r["name"] for r in runs) == sorted(trials.column("trial_name").to_pylist())
+    for run in runs:
+        assert run["group"] == "grid"
+        assert [h["epoch"] for h in run["history"]] == [1, 2]
+        assert run["config"]["model"]["name"] == "hpigcn_rp"
+        assert "val/top1" in run["summary"]
+
+
+def test_existing_sweep_is_never_overwritten(tmp_path, tiny_sweep):
+    spec = load_sweep(tiny_sweep("twice", str(tmp_path), search={}, train={"epochs": 1, "batch_size": 8}))
+    run_sweep(spec)
+    with pytest.raises(Exception, match="already exists.*resume"):
+        run_sweep(spec)
+
+
+def test_asha_stops_trials_early(tmp_path, tiny_sweep):
+    # One trial at a time so the order is fixed, and a metric that ranks trials without noise
+    # (the learning rate after epoch 1 is proportional to the base rate): the first trial sets
+    # the bar at the first rung, and the two below it are stopped there.
+    spec = load_sweep(tiny_sweep(
+        "asha", str(tmp_path), train={"epochs": 4, "batch_size": 8},
+        search={"train.lr": {"grid": [0.05, 0.01, 0.001]}}, max_concurrent=1, metric="lr", mode="max",
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}))
+    trials, epochs = read_results(run_sweep(spec).sweep_dir)
+    by_lr = {r["config.train.lr"]: r for r in trials.to_pylist()}
+    assert by_lr[0.05]["epochs_run"] == 4 and by_lr[0.05]["status"] == "TERMINATED"
+    for lr in (0.01, 0.001):
+        assert by_lr[lr]["epochs_run"] == 1 and by_lr[lr]["status"] == "STOPPED"
+    assert epochs.num_rows == 6
+
+
+def test_diverging_trial_stops_itself(tmp_path, tiny_sweep):
+    spec = load_sweep(tiny_sweep("diverge", str(tmp_path), train={"epochs": 3, "batch_size": 8, "lr": 1e4},
+                                 search={}))
+    trials, _ = read_results(run_sweep(spec).sweep_dir)
+    (row,) = trials.to_pylist()
+    assert row["status"] == "DIVERGED" and row["epochs_run"] < 3
+
+
+def _finished(run_dir: Path) -> int:
+    done = 0
+    for result in run_dir.glob("t*/result.json"):
+        if len(result.read_text().splitlines()) >= 2:
+            done += 1
+    return done
+
+
+def test_killed_driver_then_resume_and_more(tmp_path, tiny_sweep):
+    spec_dict = tiny_sweep("resumable", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3, 4]}},
+                           max_concurrent=1)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec_dict))
+    address = ray.get_runtime_context().gcs_address
+    driver = subprocess.Popen([sys.executable, "-m", "skelray.cli", "sweep", "run", str(sweep_file),
+                               "--address", address], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "resumable" / "run-0"
+    deadline = time.monotonic() + 240
+    while _finished(run_dir) < 1 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert _finished(run_dir) >= 1, "the driver finished no trial in time"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished_before = {p.parent.name: p.stat().st_mtime for p in run_dir.glob("t*/result.json")
+                       if len(p.read_text().splitlines()) >= 2}
+    assert 1 <= len(finished_before) < 4
+
+    outcome = resume_sweep(str(tmp_path / "resumable"))
+    trials, epochs = read_results(outcome.sweep_dir)
+    assert trials.num_rows == 4 and set(trials.column("status").to_pylist()) == {"TERMINATED"}
+    for name, mtime in finished_before.items():
+        # A finished trial is not run again: its log is untouched and has one row per epoch.
+        assert (run_dir / name / "result.json").stat().st_mtime == mtime
+        assert sum(1 for r in epochs.to_pylist() if r["trial_name"] == name) == 2
+
+    outcome = resume_sweep(str(tmp_path / "resumable"), more=2)
+    trials, _ = read_results(outcome.sweep_dir)
+    assert trials.num_rows == 6
+    assert sorted(set(trials.column("run").to_pylist())) == ["run-0", "run-1"]
