@@ -60,7 +60,8 @@ def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]
     return scale, beta - bn.running_mean * scale
 
 
-def fold_bn(weight: Tensor, bias: Tensor | None, bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+def fold_bn(weight: Tensor, bias: Tensor | None,
+            bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
     """Fold an eval-mode BN that follows a conv (weight (O, ...), bias (O,) or None) into it."""
     scale, shift = bn_scale_shift(bn)
     w = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
@@ -93,13 +94,14 @@ def merge_serial(w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -
     return w, b
 
 
-def avg_pool_kernel(channels: int, size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+def avg_pool_kernel(channels: int, size: int, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> Tensor:
     """A ``size``x1 average pool as a depthwise-diagonal conv kernel ``(C, C, size, 1)``.
 
     Equal to ``AvgPool2d`` that divides by ``size`` everywhere (``count_include_pad=True``).
     """
-    w = torch.zeros(channels, channels, size, 1, dtype=dtype)
-    idx = torch.arange(channels)
+    w = torch.zeros(channels, channels, size, 1, dtype=dtype, device=device)
+    idx = torch.arange(channels, device=device)
     w[idx, idx, :, 0] = 1.0 / size
     return w
 
@@ -110,7 +112,7 @@ def conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, *, padding: 
     out_c, in_per_group = weight.shape[:2]
     new = nn.Conv2d(in_per_group * conv.groups, out_c, tuple(weight.shape[2:]), stride=conv.stride,
                     padding=padding if padding is not None else conv.padding, dilation=conv.dilation,
-                    groups=conv.groups, bias=bias is not None)
+                    groups=conv.groups, bias=bias is not None, device=weight.device, dtype=weight.dtype)
     new.weight.data.copy_(weight)
     if bias is not None:
         new.bias.data.copy_(bias)

@@ -126,7 +126,8 @@ class SkeletonModel(nn.Module):
     def check_input(self, x: Tensor) -> tuple[int, int]:
         """Reject input that does not match the model; returns ``(N, M)``."""
         if x.dim() != 5:
-            raise DataError(f"input has shape {tuple(x.shape)}, expected (N, M, T, V, C)", where=self.model_name)
+            raise DataError(f"input has shape {tuple(x.shape)}, expected (N, M, T, V, C)",
+                            where=self.model_name)
         n, m, t, v, c = x.shape
         if v != self.num_joints:
             raise DataError(f"input has {v} joints, the model's layout '{self.layout.name}' has "
@@ -152,11 +153,12 @@ def temporal_difference(x: Tensor, shift: int, dim: int = 2) -> Tensor:
     t = x.shape[dim]
     out = torch.zeros_like(x)
     if 0 < abs(shift) < t:
+        s, n = abs(shift), t - abs(shift)
+        later, earlier = x.narrow(dim, s, n), x.narrow(dim, 0, n)
         if shift > 0:
-            out.narrow(dim, shift, t - shift).copy_(x.narrow(dim, shift, t - shift) - x.narrow(dim, 0, t - shift))
+            out.narrow(dim, s, n).copy_(later - earlier)
         else:
-            s = -shift
-            out.narrow(dim, 0, t - s).copy_(x.narrow(dim, 0, t - s) - x.narrow(dim, s, t - s))
+            out.narrow(dim, 0, n).copy_(earlier - later)
     return out
 
 

@@ -23,7 +23,8 @@ def register_model(fn: F) -> F: ...
 
 
 @overload
-def register_model(fn: None = None, *, name: str | None = None, overwrite: bool = False) -> Callable[[F], F]: ...
+def register_model(fn: None = None, *, name: str | None = None,
+                   overwrite: bool = False) -> Callable[[F], F]: ...
 
 
 def register_model(fn: F | None = None, *, name: str | None = None, overwrite: bool = False):

@@ -84,7 +84,8 @@ class SerialBranch(nn.Module):
     def kernel_bias(self) -> tuple[Tensor, Tensor]:
         c = self.conv1.out_channels
         if self.pool:
-            w2 = avg_pool_kernel(c, self.kernel, dtype=self.conv1.weight.dtype).to(self.conv1.weight.device)
+            ref = self.conv1.weight
+            w2 = avg_pool_kernel(c, self.kernel, dtype=ref.dtype, device=ref.device)
         else:
             w2 = self.second.weight
         w, b = merge_serial(self.conv1.weight, self.conv1.bias, w2, None)
@@ -125,7 +126,8 @@ class RepTCN(nn.Module):
             bias = bias + b
         assert isinstance(weight, Tensor) and isinstance(bias, Tensor)
         c = weight.shape[0]
-        conv = nn.Conv2d(c, c, (self.kernel, 1), (self.stride, 1), ((self.kernel - 1) // 2, 0))
+        conv = nn.Conv2d(c, c, (self.kernel, 1), (self.stride, 1), ((self.kernel - 1) // 2, 0),
+                         device=weight.device, dtype=weight.dtype)
         conv.weight.data.copy_(weight)
         conv.bias.data.copy_(bias)
-        return conv.to(weight.device)
+        return conv

@@ -36,7 +36,8 @@ OUT_CHANNELS = 512
 
 
 def _mlp(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, out_channels, 1), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(),
+                         nn.Conv2d(hidden, out_channels, 1), nn.ReLU())
 
 
 class SpatialAttention(nn.Module):
@@ -71,7 +72,7 @@ class AttentionGraphConv(nn.Module):
         if isinstance(self.bn, nn.BatchNorm2d):
             scale, shift = bn_scale_shift(self.bn)
             out, inp = self.w.out_channels, self.w.in_channels
-            w = nn.Conv2d(inp, out, 1)
+            w = nn.Conv2d(inp, out, 1, device=scale.device, dtype=self.w.weight.dtype)
             w.weight.data.copy_(self.w.weight * scale.view(-1, 1, 1, 1))
             w.bias.data.copy_(shift)
             self.w = w
@@ -128,7 +129,8 @@ class ESGN(SkeletonModel):
     def features(self, x: Tensor) -> Tensor:
         n, m = self.check_input(x)
         t = x.shape[2]
-        z = self.position_embed(self.data_bn(x)) + self.velocity_embed(self.velocity_bn(temporal_difference(x, 1)))
+        velocity = temporal_difference(x, 1)
+        z = self.position_embed(self.data_bn(x)) + self.velocity_embed(self.velocity_bn(velocity))
         joints = self.joint_embed(self.joint_onehot.to(z.dtype)).expand(z.shape[0], -1, t, -1)
         z = torch.cat([z, joints], dim=1)
         graph = self.attention(z)

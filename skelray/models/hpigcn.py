@@ -47,7 +47,8 @@ class JointEmbedding(nn.Module):
         half = out_channels // 2
         self.position = nn.Conv2d(in_channels, half, 1)
         # One grouped conv: group g embeds difference g only.
-        self.motion = nn.Conv2d(len(self.SHIFTS) * in_channels, out_channels - half, 1, groups=len(self.SHIFTS))
+        groups = len(self.SHIFTS)
+        self.motion = nn.Conv2d(groups * in_channels, out_channels - half, 1, groups=groups)
         self.bn: nn.Module = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -81,8 +82,9 @@ class HPIBlock(nn.Module):
 
 
 class HPIGCN(SkeletonModel):
-    def __init__(self, *, name: str, num_classes: int, layout: str | Layout, in_channels: int, num_persons: int,
-                 dropout: float, pa_count: int, tcn_kernel: int, input_embedding: str, groups: int) -> None:
+    def __init__(self, *, name: str, num_classes: int, layout: str | Layout, in_channels: int,
+                 num_persons: int, dropout: float, pa_count: int, tcn_kernel: int, input_embedding: str,
+                 groups: int) -> None:
         super().__init__(num_classes=num_classes, layout=layout, in_channels=in_channels,
                          num_persons=num_persons, dropout=dropout, feat_dim=STAGES[-1][0], name=name)
         check_int(pa_count, f"{name}.pa_count")
@@ -90,12 +92,13 @@ class HPIGCN(SkeletonModel):
         check_choice(input_embedding, f"{name}.input_embedding", ("joint", "plain"))
         check_int(groups, f"{name}.groups")
         if EMBED_CHANNELS % groups:
-            raise ConfigError(f"{groups} groups do not divide the {EMBED_CHANNELS} channels of the first block",
+            raise ConfigError(f"{groups} groups do not divide the {EMBED_CHANNELS} channels of block 1",
                               where=f"{name}.groups", fix="use 1, 2, 4, 8, 16, 32 or 64")
         self.pa_count, self.tcn_kernel, self.groups = pa_count, tcn_kernel, groups
         v = self.num_joints
         # The layout's graph with self-links, normalised so every joint's weights sum to one.
-        graph = torch.from_numpy(normalize_columns(undirected_adjacency(self.layout) + np.eye(v)).astype(np.float32))
+        graph = normalize_columns(undirected_adjacency(self.layout) + np.eye(v))
+        graph = torch.from_numpy(graph.astype(np.float32))
         self.data_bn = DataBN(in_channels, v)
         if input_embedding == "joint":
             self.embed: nn.Module = JointEmbedding(in_channels)
@@ -114,8 +117,8 @@ class HPIGCN(SkeletonModel):
 
 
 @register_model
-def hpigcn_rp(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3, num_persons: int = 2,
-              dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
+def hpigcn_rp(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3,
+              num_persons: int = 2, dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
               input_embedding: str = "joint") -> HPIGCN:
     """HPI-GCN-RP: ``pa_count`` learnable adjacency matrices per block, Rep-TCN with K=5 or 9;
     ``input_embedding="plain"`` for bone and motion streams."""
@@ -125,9 +128,9 @@ def hpigcn_rp(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels
 
 
 @register_model
-def hpigcn_op(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3, num_persons: int = 2,
-              dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5, input_embedding: str = "joint",
-              groups: int = 8) -> HPIGCN:
+def hpigcn_op(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3,
+              num_persons: int = 2, dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
+              input_embedding: str = "joint", groups: int = 8) -> HPIGCN:
     """HPI-GCN-OP: as RP, but each of ``groups`` channel groups has its own adjacency matrices."""
     return HPIGCN(name="hpigcn_op", num_classes=num_classes, layout=layout, in_channels=in_channels,
                   num_persons=num_persons, dropout=dropout, pa_count=pa_count, tcn_kernel=tcn_kernel,

@@ -72,7 +72,8 @@ class STGCNBlock(nn.Module):
         w = self.gcn.weight.view(k, c, -1) * scale.view(1, c, 1)
         # The gcn conv's bias is constant over joints, so after the adjacency product it
         # becomes bias * (row sum of A); with BN's scale and shift it is one (C, V) bias.
-        b = torch.einsum("kc,ki->ci", self.gcn.bias.view(k, c), a.sum(dim=2)) * scale[:, None] + shift[:, None]
+        b = torch.einsum("kc,ki->ci", self.gcn.bias.view(k, c), a.sum(dim=2))
+        b = b * scale[:, None] + shift[:, None]
         residual = self.residual.fuse() if isinstance(self.residual, ConvBN) else self.residual
         tconv = conv_like(conv, *fold_bn(conv.weight, conv.bias, bn2))
         return STGCNBlockFused(w.reshape_as(self.gcn.weight), a, b, tconv, residual)
@@ -87,7 +88,8 @@ class STGCNBlockFused(nn.Module):
         super().__init__()
         self.partitions = adjacency.shape[0]
         self.out_channels = bias.shape[0]
-        self.gcn = nn.Conv2d(gcn_weight.shape[1], gcn_weight.shape[0], 1, bias=False)
+        self.gcn = nn.Conv2d(gcn_weight.shape[1], gcn_weight.shape[0], 1, bias=False,
+                             device=gcn_weight.device, dtype=gcn_weight.dtype)
         self.gcn.weight.data.copy_(gcn_weight)
         self.adjacency = nn.Parameter(adjacency.clone())
         self.bias = nn.Parameter(bias[:, None, :].clone())  # (C, 1, V)

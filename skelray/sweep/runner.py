@@ -192,6 +192,9 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
         _check_cluster(spec)
         last = sweep.join(runs[-1])
         if not state.get("finished") and tune.Tuner.can_restore(spec_storage_uri(last)):
+            from skelray.sweep.tracking import prepare_env
+
+            prepare_env(spec)
             console.print(f"resuming {runs[-1]} of sweep {spec.name}")
             tuner = tune.Tuner.restore(spec_storage_uri(last), trainable=tune.with_resources(
                 tune_trainable, _resources(spec)), resume_unfinished=True, resume_errored=True)
@@ -202,13 +205,30 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
             _write_text(sweep.join(STATE_FILE), json.dumps(
                 {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "runs": runs, "finished": False}))
             console.print(f"adding {more} samples to sweep {spec.name} as {run}")
-            _tuner(spec, sweep, run, num_samples=more, seed_offset=1000 * (len(runs) - 1), console=console).fit()
+            more_spec, samples, offset = _more_spec(spec, more, len(runs) - 1)
+            _tuner(more_spec, sweep, run, num_samples=samples, seed_offset=offset, console=console).fit()
         return _finish(spec, sweep, runs, console)
     finally:
         if started:
             import ray
 
             ray.shutdown()
+
+
+def _more_spec(spec, more: int, run_index: int):
+    """The spec, sample count and seed offset of the ``run_index``-th ``--more`` run.
+
+    Random and Optuna searchers draw ``more`` new points, their seeds moved so they do not
+    repeat earlier draws. A grid has nothing new to draw, so ``more`` replicates it with new
+    training seeds: ``--more 2`` on a 4-point grid adds 8 trials, seeds ``1000k`` and ``1000k+1``.
+    """
+    from skelray.sweep.leaves import Leaf
+
+    if spec.searcher_type == "grid" and "train.seed" not in spec.search:
+        base = spec.train.seed + 1000 * run_index
+        search = {**spec.search, "train.seed": Leaf(kind="grid", values=tuple(range(base, base + more)))}
+        return spec.model_copy(update={"search": search, "num_samples": 1}), 1, 0
+    return spec, more, 1000 * run_index
 
 
 def _resources(spec):

@@ -39,16 +39,25 @@ def wandb_dir(sweep: Location) -> str:
     return path
 
 
+def prepare_env(spec: Any) -> str:
+    """Set the W&B environment for this process and the Ray workers it starts; return the mode.
+
+    Called before a run starts and before a restored run resumes (whose pickled callback
+    checks the environment again)."""
+    mode = wandb_mode(spec.wandb.mode)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if mode != "online":
+        # Ray's callback asks for a key unless the mode is set in the environment.
+        os.environ["WANDB_MODE"] = mode
+    return mode
+
+
 def wandb_callback(spec: Any, sweep: Location):
     """The Tune callback logging every trial, or None when W&B is disabled."""
     w = spec.wandb
-    mode = wandb_mode(w.mode)
+    mode = prepare_env(spec)
     if mode == "disabled":
         return None
-    os.environ.setdefault("WANDB_SILENT", "true")
-    if mode == "offline":
-        # Ray's callback asks for a key unless the mode is set in the environment.
-        os.environ["WANDB_MODE"] = "offline"
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     kwargs: dict[str, Any] = {"mode": mode, "dir": wandb_dir(sweep)}

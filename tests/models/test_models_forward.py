@@ -22,7 +22,8 @@ CASES = [  # (N, M, T, layout, train)
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"n{c[0]}-m{c[1]}-t{c[2]}-{c[3]}-{'train' if c[4] else 'eval'}")
+@pytest.mark.parametrize("case", CASES,
+                         ids=lambda c: f"n{c[0]}-m{c[1]}-t{c[2]}-{c[3]}-{'train' if c[4] else 'eval'}")
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward_shapes_and_finite(name: str, case: tuple) -> None:
     n, m, t, layout, train = case

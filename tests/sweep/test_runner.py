@@ -93,8 +93,8 @@ def _finished(run_dir: Path) -> int:
 
 
 def test_killed_driver_then_resume_and_more(tmp_path, tiny_sweep):
-    spec_dict = tiny_sweep("resumable", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3, 4]}},
-                           max_concurrent=1)
+    spec_dict = tiny_sweep("resumable", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3]}},
+                           max_concurrent=1, train={"epochs": 2, "batch_size": 16})
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(spec_dict))
     address = ray.get_runtime_context().gcs_address
@@ -108,19 +108,22 @@ def test_killed_driver_then_resume_and_more(tmp_path, tiny_sweep):
     assert _finished(run_dir) >= 1, "the driver finished no trial in time"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    finished_before = {p.parent.name: p.stat().st_mtime for p in run_dir.glob("t*/result.json")
-                       if len(p.read_text().splitlines()) >= 2}
-    assert 1 <= len(finished_before) < 4
+    finished_before = {p.parent.name: sorted(c.name for c in p.parent.glob("checkpoint_*"))
+                       for p in run_dir.glob("t*/result.json") if len(p.read_text().splitlines()) >= 2}
+    assert 1 <= len(finished_before) < 3
 
     outcome = resume_sweep(str(tmp_path / "resumable"))
     trials, epochs = read_results(outcome.sweep_dir)
-    assert trials.num_rows == 4 and set(trials.column("status").to_pylist()) == {"TERMINATED"}
-    for name, mtime in finished_before.items():
-        # A finished trial is not run again: its log is untouched and has one row per epoch.
-        assert (run_dir / name / "result.json").stat().st_mtime == mtime
+    assert trials.num_rows == 3 and set(trials.column("status").to_pylist()) == {"TERMINATED"}
+    for name, checkpoints in finished_before.items():
+        # A finished trial is not trained again: no new checkpoint, one row per epoch.
+        assert sorted(c.name for c in (run_dir / name).glob("checkpoint_*")) == checkpoints
         assert sum(1 for r in epochs.to_pylist() if r["trial_name"] == name) == 2
 
+    # A grid has nothing new to draw: --more 2 replicates it with two new training seeds (3 + 2 x 3 trials).
     outcome = resume_sweep(str(tmp_path / "resumable"), more=2)
     trials, _ = read_results(outcome.sweep_dir)
-    assert trials.num_rows == 6
-    assert sorted(set(trials.column("run").to_pylist())) == ["run-0", "run-1"]
+    assert trials.num_rows == 9
+    added = [r for r in trials.to_pylist() if r["run"] == "run-1"]
+    assert sorted({r["config.train.seed"] for r in added}) == [1000, 1001]
+    assert {r["status"] for r in added} == {"TERMINATED"}
