@@ -19,7 +19,9 @@ def fuse(model: nn.Module) -> nn.Module:
     """A deep-copied, eval-mode inference form of ``model`` with every fusable block folded.
 
     The input model is left untouched. A model with no fusable block comes back as an
-    eval-mode copy.
+    eval-mode copy, and fusing a fused model changes nothing (blocks fuse idempotently).
+    Convs are read through their ``.weight``: a weight-masked (sparse) model must be
+    compacted or have its masks applied first.
     """
     fused = copy.deepcopy(model).eval()
     with torch.no_grad():

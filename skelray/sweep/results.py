@@ -167,6 +167,7 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         row[f"final.{key}"] = final.get(key) if final else None
     for key in SIZE_KEYS:
         row[key] = final.get(key) if final else None
+    row.update({k: v for k, v in final.items() if k.startswith("latency_ms_b")})
     row.update(flatten(config, "config."))
     epoch_rows = [{"run": run, "trial_id": row["trial_id"], "trial_name": trial.name,
                    **{k: v for k, v in e.items() if k not in ("config",) and not isinstance(v, (dict, list))}}

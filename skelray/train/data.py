@@ -172,9 +172,9 @@ def cache_stats() -> dict[str, dict]:
             continue
         try:
             actor = ray.get_actor(cache_actor_name(node["NodeID"]), namespace=CACHE_NAMESPACE)
-        except ValueError:
-            continue
-        out[node["NodeID"]] = ray.get(actor.stats.remote())
+            out[node["NodeID"]] = ray.get(actor.stats.remote(), timeout=10)
+        except (ValueError, ray.exceptions.RayError):
+            continue  # no cache there yet, or its node is going away
     return out
 
 
@@ -185,5 +185,5 @@ def shutdown_caches() -> None:
     for node in ray.nodes():
         try:
             ray.kill(ray.get_actor(cache_actor_name(node["NodeID"]), namespace=CACHE_NAMESPACE))
-        except ValueError:
+        except (ValueError, ray.exceptions.RayError):
             continue

@@ -13,6 +13,7 @@ A checkpoint directory holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -56,13 +57,46 @@ def build_model(cfg: Any, data: DataBundle) -> torch.nn.Module:
                         in_channels=data.in_channels, num_persons=cfg.data.persons, **cfg.model.kwargs)
 
 
+def describe(cfg: Any, data: DataBundle, pp: Preprocess) -> dict[str, Any]:
+    """Everything needed to rebuild the trained model and feed it, without the dataset."""
+    sparsity = getattr(cfg.model, "sparsity", None)
+    return {
+        "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs), "num_classes": data.num_classes,
+                  "layout": data.layout, "in_channels": data.in_channels, "num_persons": cfg.data.persons,
+                  "sparsity": sparsity.model_dump(mode="json") if sparsity is not None else None},
+        "preprocess": dataclasses.asdict(pp),
+        "class_names": data.class_names,
+    }
+
+
 def _save(directory: Path, model, optimizer, schedule, rng: np.random.Generator, epoch: int,
-          metrics: dict, sizes: dict, logits: dict[str, np.ndarray]) -> None:
+          metrics: dict, sizes: dict, logits: dict[str, np.ndarray], description: dict[str, Any]) -> None:
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state()}, directory / "state.pt")
     (directory / "trial.json").write_text(json.dumps(
-        {"epoch": epoch, "rng": rng.bit_generator.state, "metrics": metrics, "sizes": sizes}, default=float))
+        {"epoch": epoch, "rng": rng.bit_generator.state, "metrics": metrics, "sizes": sizes, **description},
+        default=float))
     np.savez(directory / "logits.npz", **logits)
+
+
+def model_from_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of a checkpoint folder (eval mode, training form) and its trial.json."""
+    from skelray.models import create_model
+
+    directory = Path(directory)
+    info = json.loads((directory / "trial.json").read_text())
+    m = info["model"]
+    model = create_model(m["name"], num_classes=m["num_classes"], layout=m["layout"],
+                         in_channels=m["in_channels"], num_persons=m["num_persons"], **m["kwargs"])
+    if m.get("sparsity"):
+        from skelray import sparsity
+
+        s = m["sparsity"]
+        model = sparsity.sparsify(model, s["level"], granularity=s["granularity"], scope=s["scope"],
+                                  schedule=s.get("schedule"))
+    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.eval(), info
 
 
 def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None = None,
@@ -100,6 +134,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
     sample_shape = (cfg.data.persons, cfg.data.frames, len(data.splits["train"].clips[0][0, 0]),
                     data.in_channels)
     val, test = data.splits["val"], data.splits["test"]
+    description = describe(cfg, data, pp_eval)
     for epoch in range(start_epoch, t.epochs):
         started = time.perf_counter()
         if sparsity is not None:
@@ -117,7 +152,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
         # Sizes and latency of the inference form: once for dense models (training does not
         # change them); for sparse ones again at the end, when the masks have settled.
         if not sizes or (last and sparsity is not None):
-            sizes = _measure(model, sample_shape, device)
+            sizes = _measure(model, sample_shape, device, tuple(t.latency_batches))
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - started,
                    **{f"train/{k}": v for k, v in tr.items()}, **sizes}
         for name in ("val", "test"):
@@ -131,7 +166,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
         if diverged:
             metrics["diverged"] = 1
         with tempfile.TemporaryDirectory(prefix="skelray-ckpt-") as tmp:
-            _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits)
+            _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits, description)
             if report is not None:
                 report(metrics, tmp)
         if diverged:
@@ -139,12 +174,13 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
     return metrics
 
 
-def _measure(model: torch.nn.Module, sample_shape: tuple[int, ...], device: str) -> dict[str, float]:
+def _measure(model: torch.nn.Module, sample_shape: tuple[int, ...], device: str,
+             batches: tuple[int, ...]) -> dict[str, float]:
     from skelray.train.measure import measure
 
     was_training = model.training
     try:
-        return measure(model, sample_shape, device=device)
+        return measure(model, sample_shape, device=device, batches=batches)
     finally:
         model.train(was_training)
 

@@ -37,8 +37,10 @@ def test_grid_sweep_writes_every_trial_and_epoch(tmp_path, tiny_sweep):
     assert sorted(trials.column("config.model.kwargs.pa_count").to_pylist()) == [1, 2]
     assert sorted(trials.column("trial_name").to_pylist()) == ["t00000-pa_count=1", "t00001-pa_count=2"]
     assert epochs.num_rows == 4
-    for key in ("params", "macs", "latency_ms_b1", "latency_ms_b64", "best.val/top1", "best.test/top1"):
-        assert all(v is not None and v > 0 or key.startswith("best") for v in trials.column(key).to_pylist())
+    for key in ("params", "macs", "latency_ms_b1"):
+        assert all(v is not None and v > 0 for v in trials.column(key).to_pylist())
+    for key in ("best.val/top1", "best.test/top1"):
+        assert all(v is not None and 0 <= v <= 1 for v in trials.column(key).to_pylist())
     # The best checkpoint holds the logits the ensemble builder needs.
     for row in trials.to_pylist():
         ckpt = Path(outcome.sweep_dir) / row["run"] / row["trial_name"] / row["best_checkpoint"]
@@ -65,7 +67,7 @@ def test_asha_stops_trials_early(tmp_path, tiny_sweep):
     # (the learning rate after epoch 1 is proportional to the base rate): the first trial sets
     # the bar at the first rung, and the two below it are stopped there.
     spec = load_sweep(tiny_sweep(
-        "asha", str(tmp_path), train={"epochs": 4, "batch_size": 8},
+        "asha", str(tmp_path), train={"epochs": 4, "batch_size": 8, "latency_batches": [1]},
         search={"train.lr": {"grid": [0.05, 0.01, 0.001]}}, max_concurrent=1, metric="lr", mode="max",
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}))
     trials, epochs = read_results(run_sweep(spec).sweep_dir)
@@ -77,7 +79,7 @@ def test_asha_stops_trials_early(tmp_path, tiny_sweep):
 
 
 def test_diverging_trial_stops_itself(tmp_path, tiny_sweep):
-    spec = load_sweep(tiny_sweep("diverge", str(tmp_path), train={"epochs": 3, "batch_size": 8, "lr": 1e4},
+    spec = load_sweep(tiny_sweep("diverge", str(tmp_path), train={"epochs": 3, "batch_size": 8, "lr": 1e4, "latency_batches": [1]},
                                  search={}))
     trials, _ = read_results(run_sweep(spec).sweep_dir)
     (row,) = trials.to_pylist()
@@ -94,7 +96,7 @@ def _finished(run_dir: Path) -> int:
 
 def test_killed_driver_then_resume_and_more(tmp_path, tiny_sweep):
     spec_dict = tiny_sweep("resumable", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3]}},
-                           max_concurrent=1, train={"epochs": 2, "batch_size": 16})
+                           max_concurrent=1, train={"epochs": 2, "batch_size": 16, "latency_batches": [1]})
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(spec_dict))
     address = ray.get_runtime_context().gcs_address
