@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 
 export RAY_DISABLE_USAGE_STATS := 1
 export WANDB_SILENT := true
+# Two PyTorch thread pools spinning against each other on a 2-core machine run 10-30x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test test-slow bench venv lock clean
 
@@ -21,7 +23,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/skelray demo
+	$(VENV)/bin/skelray sweep run sweeps/demo.yaml --set name=demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -138,16 +138,19 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         value = info.get("metrics", {}).get(metric)
         if value is not None and (best_ckpt is None or _better(value, best_ckpt[1], mode)):
             best_ckpt = (loc, value)
+    error_file = trial.join("error.txt")
+    error_text = error_file.read_text() if error_file.exists() else ""
+    # error.txt stays after a retry succeeds, so a finished run wins over a recorded failure.
     if status is None:
-        if trial.join("error.txt").exists() or trial.join("error.pkl").exists():
-            status = "ERROR"
-        elif final.get("diverged"):
+        if final.get("diverged"):
             status = "DIVERGED"
         elif final and total and final.get("epoch") == total:
             status = "TERMINATED"
+        elif error_text:
+            status = "ERROR"
         else:
             status = "STOPPED" if epochs else "PENDING"
-    error = trial.join("error.txt").read_text()[-2000:] if status == "ERROR" and trial.join("error.txt").exists() else None
+    error = error_text[-2000:] if status == "ERROR" else None
     row: dict[str, Any] = {
         "run": run,
         "trial_id": final.get("trial_id") or trial.name,
@@ -160,6 +163,7 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         "wall_time_s": final.get("time_total_s"),
         "best_checkpoint": posixpath.relpath(best_ckpt[0].path, trial.path) if best_ckpt else None,
         "error": error,
+        "failures": error_text.count("Failure #"),
     }
     for key in ("val/top1", "val/top5", "val/loss", "test/top1", "test/top5", "test/loss", "train/loss",
                 "sparsity"):

@@ -112,6 +112,7 @@ class TrainSpec(_Section):
     num_workers: int = Field(0, ge=0)  # data loader workers per trial
     eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the trial got a GPU
+    precise_bn_batches: int = Field(16, ge=0)  # re-estimate BN statistics on N train batches before eval; 0 = off
     latency_batches: list[int] = Field(default_factory=lambda: [1, 64])  # batch sizes timed for the leaderboard
 
 

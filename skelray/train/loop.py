@@ -118,6 +118,28 @@ def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch
     return {"loss": loss_sum / max(total, 1), "top1": correct / max(total, 1)}
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, split: Split, pp: Preprocess, *, batch_size: int, num_batches: int,
+                   rng: np.random.Generator, device: torch.device | str = "cpu") -> None:
+    """Precise BN: re-estimate every BatchNorm's statistics as a plain average over ``num_batches``
+    training batches with the current weights. Running averages (momentum 0.1) lag the weights
+    by tens of steps, which makes early-epoch validation of short runs meaningless."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or num_batches <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for i, (x, _) in enumerate(batches(split, pp, batch_size, train=True, rng=rng)):
+        if i >= num_batches:
+            break
+        model(x.to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, split: Split, pp: Preprocess, *, batch_size: int = 64,
             device: torch.device | str = "cpu") -> np.ndarray:

@@ -32,6 +32,7 @@ from skelray.train.loop import (
     make_schedule,
     metrics_from_logits,
     predict,
+    recalibrate_bn,
     seed_everything,
     train_epoch,
 )
@@ -143,6 +144,9 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
         tr = train_epoch(model, data.splits["train"], pp_train, optimizer, schedule, batch_size=t.batch_size,
                          rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty, amp=t.amp,
                          grad_clip=t.grad_clip)
+        if t.precise_bn_batches:
+            recalibrate_bn(model, data.splits["train"], pp_train, batch_size=t.batch_size,
+                           num_batches=t.precise_bn_batches, rng=rng, device=device)
         eval_bs = t.eval_batch_size or t.batch_size
         logits = {"val_logits": predict(model, val, pp_eval, batch_size=eval_bs, device=device),
                   "val_labels": val.labels,

@@ -1,0 +1,132 @@
+"""The trials of a sweep that can join an ensemble, with their saved logits and sizes.
+
+A candidate is a trial's best checkpoint: its ``logits.npz`` holds the validation and test
+logits of that epoch, for the same clips in the same order in every trial of the sweep (the
+data layer fixes the split), so logits of different trials can be summed clip by clip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skelray.ensemble.combine import top1
+from skelray.errors import DataError
+
+USABLE = ("TERMINATED", "STOPPED")  # ERROR, DIVERGED and PENDING trials never join
+
+
+@dataclass
+class Candidate:
+    """One trial's best checkpoint, as the builder sees it."""
+
+    key: str  # "<run>/<trial_name>", unique in the sweep
+    run: str
+    trial_name: str
+    checkpoint: str  # relative to the sweep folder
+    model: str
+    stream: str
+    pa_count: int | None
+    sparsity: float | None
+    params: float
+    macs: float
+    latency_ms: float  # batch-1 latency of the inference form, measured by the trial
+    val_logits: np.ndarray
+    val_labels: np.ndarray
+    test_logits: np.ndarray
+    test_labels: np.ndarray
+
+    @property
+    def val_top1(self) -> float:
+        return top1(self.val_logits, self.val_labels)
+
+    @property
+    def test_top1(self) -> float | None:
+        return top1(self.test_logits, self.test_labels) if len(self.test_labels) else None
+
+
+def _number(*values: Any) -> float | None:
+    for v in values:
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return float(v)
+    return None
+
+
+def _load_logits(path: Path) -> dict[str, np.ndarray]:
+    # allow_pickle=False: a results folder is data, and data must not run code.
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("val_logits", "val_labels") if k not in z.files]
+        if missing:
+            raise DataError(f"has no {', '.join(missing)}", where=str(path),
+                            fix="re-run the trial with a validation split (data.split.val)")
+        empty = np.zeros((0,), dtype=np.int64)
+        return {"val_logits": z["val_logits"], "val_labels": z["val_labels"],
+                "test_logits": z["test_logits"] if "test_logits" in z.files else np.zeros((0, 0)),
+                "test_labels": z["test_labels"] if "test_labels" in z.files else empty}
+
+
+def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
+    """Every usable trial of the sweep, and a line per trial left out saying why."""
+    from skelray.sweep.results import read_results
+
+    sweep = Path(sweep_dir).resolve()
+    if not sweep.is_dir():
+        raise DataError("is not a sweep folder", where=str(sweep_dir),
+                        fix="pass the folder `skelray sweep run` printed (it holds results/ and run-0/)")
+    trials, _ = read_results(str(sweep))
+    out: list[Candidate] = []
+    skipped: list[str] = []
+    for row in trials.to_pylist():
+        name = f"{row['run']}/{row['trial_name']}"
+        if row.get("status") not in USABLE:
+            skipped.append(f"{name}: status {row.get('status')}")
+            continue
+        if not row.get("best_checkpoint"):
+            skipped.append(f"{name}: no checkpoint")
+            continue
+        rel = posixpath.join(row["run"], row["trial_name"], row["best_checkpoint"])
+        ckpt = sweep / rel
+        if not (ckpt / "logits.npz").is_file() or not (ckpt / "trial.json").is_file():
+            skipped.append(f"{name}: {rel} lacks logits.npz or trial.json")
+            continue
+        info = json.loads((ckpt / "trial.json").read_text())
+        sizes = info.get("sizes", {})
+        logits = _load_logits(ckpt / "logits.npz")
+        model = info.get("model", {})
+        sparsity = model.get("sparsity") or {}
+        params = _number(sizes.get("params"), row.get("params"))
+        latency = _number(sizes.get("latency_ms_b1"), row.get("latency_ms_b1"))
+        if params is None or latency is None:
+            skipped.append(f"{name}: no measured params/latency")
+            continue
+        out.append(Candidate(
+            key=name, run=row["run"], trial_name=row["trial_name"], checkpoint=rel,
+            model=model.get("name") or row.get("config.model.name", "?"),
+            stream=(info.get("preprocess") or {}).get("stream") or row.get("config.data.stream", "j"),
+            pa_count=(model.get("kwargs") or {}).get("pa_count"),
+            sparsity=sparsity.get("level"), params=params, macs=_number(sizes.get("macs"), row.get("macs")) or 0.0,
+            latency_ms=latency, **logits))
+    _check_same_clips(out)
+    return out, skipped
+
+
+def _check_same_clips(cands: list[Candidate]) -> None:
+    """Summing logits clip by clip only means something if every trial saw the same clips."""
+    if not cands:
+        return
+    ref = cands[0]
+    for c in cands[1:]:
+        for split in ("val", "test"):
+            a, b = getattr(ref, f"{split}_labels"), getattr(c, f"{split}_labels")
+            if a.shape != b.shape or not np.array_equal(a, b):
+                raise DataError(f"its {split} labels differ from {ref.key}'s ({len(b)} vs {len(a)} clips)",
+                                where=c.key, fix="ensemble trials of one sweep trained on one dataset split")
+        if c.val_logits.shape[1] != ref.val_logits.shape[1]:
+            raise DataError(f"has {c.val_logits.shape[1]} classes, {ref.key} has {ref.val_logits.shape[1]}",
+                            where=c.key, fix="ensemble trials trained on the same classes")

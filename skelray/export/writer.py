@@ -1,0 +1,224 @@
+"""Write a bundle: each member's fused (and compacted, when sparse) weights plus the manifest.
+
+Each member's inference form is written, read back through the loader (so what is checked
+is what will be served), and run against its training form on the same inputs: random
+tensors of the input shape, synthetic clips through the member's ``Preprocess``, and, when
+the sweep's data can be read here, the first validation clips (also compared with the logits
+the trial saved for them). Export fails if the largest difference exceeds the tolerance
+(1e-4) times ``max(1, largest |logit|)``: an absolute bound for the usual logits, and a
+relative one for models whose logits are so large that float32 rounding alone passes 1e-4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skelray.errors import ConfigError, SkelrayError
+from skelray.export._structure import build_structure, load_state, state_tensors
+from skelray.export.manifest import MANIFEST, BundleError, CheckInfo, Manifest, MemberSpec, ModelSpec
+
+DEFAULT_TOLERANCE = 1e-4
+CHECK_CLIPS = 8  # clips per input kind: enough to exercise batching, cheap for big models
+
+
+@dataclass
+class _Source:
+    """One member to export: where its checkpoint is and how much it counts."""
+
+    trial: str  # "<run>/<trial_name>"
+    checkpoint: Path
+    weight: float
+    metrics: dict[str, float | None]
+    latency_ms: float | None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:48] or "member"
+
+
+def _sources(source: Path, trial: str | None) -> tuple[Path, list[_Source], dict[str, Any], dict[str, Any]]:
+    """(experiment folder, members, manifest.source, ensemble metrics) for an ENSEMBLE.json or a trial."""
+    from skelray.ensemble.builder import EnsembleSpec, find_candidate
+    from skelray.ensemble._candidates import load_candidates
+
+    if source.is_file():
+        if trial is not None:
+            raise ConfigError("--trial applies to an experiment folder, not an ensemble file", where="--trial",
+                              fix="drop --trial, or pass the experiment folder instead")
+        spec = EnsembleSpec.load(source)
+        exp = Path(spec.experiment)
+        members = [_Source(m.key, exp / m.checkpoint, m.weight, {"val_top1": m.val_top1, "test_top1": m.test_top1},
+                           m.latency_ms) for m in spec.members]
+        metrics = {"val_top1": spec.ensemble.val_top1, "test_top1": spec.ensemble.test_top1}
+        return exp, members, {"experiment": str(exp), "ensemble_file": str(source.resolve())}, metrics
+    if not source.is_dir():
+        raise ConfigError("is neither an ENSEMBLE.json nor an experiment folder", where=str(source),
+                          fix="pass `skelray ensemble build`'s output, or a sweep folder with --trial")
+    if trial is None:
+        raise ConfigError("an experiment folder needs --trial", where="--trial",
+                          fix="name the trial to export (e.g. --trial t00001), or export an ENSEMBLE.json")
+    cands, _ = load_candidates(source)
+    c = cands[find_candidate(cands, trial)]
+    metrics = {"val_top1": c.val_top1, "test_top1": c.test_top1}
+    member = _Source(c.key, source.resolve() / c.checkpoint, 1.0, metrics, c.latency_ms)
+    return source.resolve(), [member], {"experiment": str(source.resolve()), "trial": c.key}, metrics
+
+
+def _val_clips(src: _Source) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """The first validation clips of the trial's dataset, and the logits it saved for them;
+    None when the data cannot be read here (moved, another machine)."""
+    from skelray.sweep.spec import TrialConfig
+    from skelray.train.data import load_splits
+
+    params = src.checkpoint.parent / "params.json"
+    try:
+        cfg = TrialConfig.from_tune(json.loads(params.read_text()))
+        val = load_splits(cfg.data).splits["val"]
+        with np.load(src.checkpoint / "logits.npz", allow_pickle=False) as z:
+            saved = z["val_logits"][:CHECK_CLIPS]
+    except (SkelrayError, OSError, ValueError, KeyError):
+        return None
+    n = min(CHECK_CLIPS, len(val), len(saved))
+    return (list(val.clips[:n]), saved[:n]) if n else None
+
+
+def _check_inputs(pp, in_channels: int, num_joints: int, val: list[np.ndarray] | None) -> dict[str, np.ndarray]:
+    from skelray.data.synthetic import synthetic
+
+    gen = np.random.default_rng(0)
+    inputs = {"random": gen.standard_normal((4, pp.persons, pp.frames, num_joints, in_channels)).astype(np.float32)}
+    if in_channels in (2, 3):
+        # Clips a little longer than the model's frames, so sampling picks frames as it would.
+        ds = synthetic(num_classes=4, num_per_class=2, layout=pp.layout, frames=pp.frames + 3, seed=1,
+                       persons=pp.persons, channels=in_channels)
+        inputs["synthetic"] = pp.batch([s.keypoints for s in ds.sequences[:CHECK_CLIPS]])
+    if val:
+        inputs["val"] = pp.batch(val)
+    return inputs
+
+
+@torch.inference_mode()
+def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str, np.ndarray]
+             ) -> tuple[float, float, dict[str, np.ndarray]]:
+    """(largest |fused - trained| logit, largest |trained| logit, fused logits per input kind)."""
+    worst, scale, fused_out = 0.0, 0.0, {}
+    for kind, x in inputs.items():
+        t = torch.from_numpy(x)
+        a, b = trained(t), fused(t)
+        worst = max(worst, float((a - b).abs().max()))
+        scale = max(scale, float(a.abs().max()))
+        fused_out[kind] = b.numpy()
+    return worst, scale, fused_out
+
+
+def _layout_def(name: str) -> dict[str, Any]:
+    from skelray.data.layouts import get_layout
+
+    lay = get_layout(name)
+    return {"name": lay.name, "joints": list(lay.joints), "edges": [list(e) for e in lay.edges], "center": lay.center,
+            **({"align_z": list(lay.align_z)} if lay.align_z else {}),
+            **({"align_x": list(lay.align_x)} if lay.align_x else {})}
+
+
+def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_data: bool
+                   ) -> tuple[MemberSpec, dict[str, Any]]:
+    from safetensors.torch import load_file, save_file
+
+    from skelray import __version__
+    from skelray.data.layouts import get_layout
+    from skelray.data.transforms import Preprocess
+    from skelray.models import profile
+    from skelray.train.measure import inference_form
+    from skelray.train.trial import model_from_checkpoint
+
+    if not (src.checkpoint / "trial.json").is_file():
+        raise BundleError("has no trial.json", where=str(src.checkpoint),
+                          fix="export from a sweep written by this skelray version (checkpoints hold trial.json)")
+    trained, info = model_from_checkpoint(src.checkpoint)
+    m = info["model"]
+    fields = {**info["preprocess"], "rotate_degrees": 0.0, "scale": None}  # serving never augments
+    pp = Preprocess(**fields)
+    name = f"m{i}-{_slug(src.trial.split('/')[-1])}"
+    model = ModelSpec(name=m["name"], kwargs=m["kwargs"], num_classes=m["num_classes"], layout=m["layout"],
+                      in_channels=m["in_channels"], num_persons=m["num_persons"])
+    compacted = bool(m.get("sparsity"))
+    rel = f"members/{name}.safetensors"
+    fused = inference_form(trained).eval()
+    save_file(state_tensors(fused), str(out / rel), metadata={"skelray": __version__, "member": name})
+    # Read back as a server would: the structure from create_model + fuse, the weights from the file.
+    served = load_state(build_structure(model), load_file(str(out / rel)), where=str(out / rel),
+                        allow_reshape=compacted)
+    val = _val_clips(src) if check_data else None
+    inputs = _check_inputs(pp, m["in_channels"], get_layout(m["layout"]).num_joints, val[0] if val else None)
+    worst, scale, outs = _compare(trained, served, inputs)
+    if not worst <= tolerance * max(1.0, scale):  # "not <=" also catches NaN
+        raise BundleError(f"member {name}: the fused form differs from the training form by {worst:.3g} "
+                          f"(tolerance {tolerance:g} x max(1, |logit| {scale:.3g}))", where=str(src.checkpoint),
+                          fix="a block's fuse() is not exact for this model; report it, or pass a larger --tolerance")
+    val_diff = float(np.abs(outs["val"] - val[1]).max()) if val else None
+    params, macs = profile(served, (1, pp.persons, pp.frames, inputs["random"].shape[3], m["in_channels"]))
+    spec = MemberSpec(
+        name=name, trial=src.trial, model=model, stream=pp.stream, preprocess=dataclasses.asdict(pp),
+        weight=src.weight, metrics=src.metrics, params=int(params), macs=int(macs), latency_ms_b1=src.latency_ms,
+        sparsity=m.get("sparsity"), compacted=compacted, weights_file=rel,
+        sha256=hashlib.sha256((out / rel).read_bytes()).hexdigest(),
+        check=CheckInfo(max_abs_diff=worst, logit_scale=scale, tolerance=tolerance,
+                        inputs={k: len(v) for k, v in inputs.items()}, val_logits_max_abs_diff=val_diff))
+    return spec, info
+
+
+def export_bundle(source: str | Path, output: str | Path, *, trial: str | None = None,
+                  tolerance: float = DEFAULT_TOLERANCE, check_data: bool = True, overwrite: bool = False,
+                  name: str | None = None) -> Manifest:
+    """Export ``source`` (an ENSEMBLE.json, or an experiment folder with ``trial``) to ``output``."""
+    from skelray import __version__
+
+    source, output = Path(source), Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ConfigError("exists and is not empty", where=str(output), fix="choose a new folder or pass --overwrite")
+    _, sources, origin, metrics = _sources(source, trial)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and moved into place at the end: a failed export leaves no half bundle.
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=output.parent))
+    try:
+        (tmp / "members").mkdir()
+        members, infos = [], []
+        for i, src in enumerate(sources):
+            spec, info = _export_member(i, src, tmp, tolerance=tolerance, check_data=check_data)
+            members.append(spec)
+            infos.append(info)
+        first = members[0].model
+        for mem in members[1:]:
+            for key in ("layout", "in_channels", "num_classes"):
+                if getattr(mem.model, key) != getattr(first, key):
+                    raise BundleError(f"member {mem.name} has {key} {getattr(mem.model, key)}, "
+                                      f"{members[0].name} has {getattr(first, key)}", where=str(source),
+                                      fix="ensemble only trials trained on the same data")
+        classes = infos[0].get("class_names") or [str(c) for c in range(first.num_classes)]
+        manifest = Manifest(
+            name=name or output.name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            skelray_version=__version__, source=origin, layout=first.layout, layout_def=_layout_def(first.layout),
+            num_joints=len(_layout_def(first.layout)["joints"]), in_channels=first.in_channels,
+            frames=max(int(m.preprocess["frames"]) for m in members),
+            persons=max(int(m.preprocess["persons"]) for m in members),
+            num_classes=first.num_classes, class_names=list(classes), metrics=metrics, members=members)
+        (tmp / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

@@ -1,0 +1,121 @@
+"""The deployments behind the HTTP ingress: Preprocess -> members -> Ensemble.
+
+``Ingress`` (FastAPI, in ``ingress.py``) checks the request and hands the clips to ``Preprocess``, which builds
+every stream the members need (``skelray.data.Preprocess``, the code training used); its
+result goes straight on to ``Ensemble`` (Serve passes the response along without Ingress
+holding the arrays), which sends each clip's stream to its members, one deployment per
+member with ``@serve.batch`` dynamic batching, and combines their logits with the manifest's
+weights (``skelray.ensemble.combine``, the offline definition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from skelray.ensemble.combine import softmax, top_k, weighted_logits
+from skelray.export.bundle import StreamPlan, ensure_layout, load_member, run_streams
+from skelray.export.manifest import read_manifest
+
+HEALTH_TIMEOUT_S = 10.0
+
+
+@serve.deployment
+class Member:
+    """One fused member; clips from concurrent requests are batched into one forward pass."""
+
+    def __init__(self, bundle: str, name: str, verify_weights: bool = True) -> None:
+        import ray
+        import torch
+
+        manifest = read_manifest(bundle)
+        ensure_layout(manifest)
+        self.spec = next(m for m in manifest.members if m.name == name)
+        resources = ray.get_runtime_context().get_assigned_resources()
+        # One torch thread per CPU granted: more would fight the other replicas for cores.
+        torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+        self.device = "cuda" if resources.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
+        self.model = load_member(bundle, self.spec, device=self.device, verify=verify_weights)
+        self.forwards = 0
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """``user_config``: batching can be retuned without restarting the replica."""
+        self.forward.set_max_batch_size(int(config.get("max_batch_size", 16)))
+        self.forward.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        self.forwards += 1
+        # In a worker thread, so the replica keeps queueing the next batch meanwhile.
+        out = await asyncio.to_thread(self._run, np.stack(clips))
+        return list(out)
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "forwards": self.forwards, "pid": os.getpid(), "device": self.device}
+
+    def check_health(self) -> None:
+        # Serve calls this every health_check_period_s; raising gets the replica replaced.
+        if self.model is None:
+            raise RuntimeError(f"member {self.spec.name} has no model loaded")
+
+
+@serve.deployment
+class Preprocess:
+    """Normalise, resample and build each distinct stream the members take, for every clip."""
+
+    def __init__(self, bundle: str) -> None:
+        manifest = read_manifest(bundle)
+        ensure_layout(manifest)
+        self.preprocessors = StreamPlan.of(manifest).preprocessors()
+
+    def __call__(self, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return run_streams(self.preprocessors, clips)
+
+
+@serve.deployment
+class Ensemble:
+    """Fan each clip's streams out to the members, and weight and combine what comes back."""
+
+    def __init__(self, bundle: str, members: dict[str, Any]) -> None:
+        manifest = read_manifest(bundle)
+        self.plan = StreamPlan.of(manifest)
+        self.names = [m.name for m in manifest.members]
+        self.weights = [m.weight for m in manifest.members]
+        self.class_names = manifest.class_names
+        self.members = members  # name -> DeploymentHandle
+
+    async def __call__(self, streams: dict[str, np.ndarray], k: int) -> dict[str, Any]:
+        n = len(next(iter(streams.values())))
+        # One call per clip and member: Serve's batcher regroups clips of concurrent requests.
+        calls = [[self.members[name].forward.remote(streams[self.plan.member_key[name]][i]) for i in range(n)]
+                 for name in self.names]
+        logits = [np.stack(await asyncio.gather(*row)) for row in calls]
+        probs = softmax(weighted_logits(logits, self.weights))
+        return {"probabilities": probs, "top_k": top_k(probs, k, self.class_names)}
+
+    async def ping(self) -> dict[str, str]:
+        """Each member's health, asked directly (what /healthz reports)."""
+        async def one(name: str) -> str:
+            try:
+                await asyncio.wait_for(awaitable(self.members[name].stats.remote()), HEALTH_TIMEOUT_S)
+                return "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure is "not healthy", with its name
+                return f"unavailable ({type(exc).__name__})"
+
+        states = await asyncio.gather(*(one(n) for n in self.names))
+        return dict(zip(self.names, states))
+
+
+async def awaitable(response: Any) -> Any:
+    """A coroutine around a DeploymentResponse, for asyncio.wait_for."""
+    return await response

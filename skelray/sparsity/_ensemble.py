@@ -1,0 +1,170 @@
+"""The multi-level sparsity ensemble: one independent backbone per sparsity level, trained
+together and averaged (registered as the model ``sparse_ensemble``).
+
+``combine="feature"`` (the paper's) averages the members' features before one shared head;
+``combine="logits"`` gives each member its own head and averages their logits. With
+``member_loss=True`` each member's own prediction (the shared head on its features, or its
+own head) also gets a cross-entropy loss, so a very sparse member cannot hide behind the
+others; the trainer adds it through ``skelray.sparsity.penalty(model, labels)`` or
+``model.member_losses(labels)`` after the forward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from skelray.errors import ConfigError
+from skelray.models import create_model, fuse, list_models, model_options, register_model
+from skelray.models._layers import SkeletonModel
+from skelray.sparsity._api import sparsify
+from skelray.sparsity._compact import compact
+from skelray.sparsity._masks import check_level, remove_masks
+from skelray.sparsity._schedule import Schedule
+
+NAME = "sparse_ensemble"
+DEFAULT_LEVELS = (0.6, 0.8, 0.95, 0.99)
+COMBINES = ("feature", "logits")
+
+
+class _Scratch:
+    """Holds the last forward's member logits; copies (deepcopy, pickle) as empty, because a
+    tensor that is part of an autograd graph cannot be deep-copied and fuse() copies models."""
+
+    def __init__(self) -> None:
+        self.logits: list[Tensor] = []
+
+    def __deepcopy__(self, memo: dict) -> _Scratch:
+        return _Scratch()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.logits = []
+
+
+class MultiLevelEnsemble(SkeletonModel):
+    """Members: ``create_model(name, **model_kwargs)`` once per level, each sparsified at it."""
+
+    def __init__(self, name: str = "hpigcn_rp", levels: Sequence[float] = DEFAULT_LEVELS,
+                 combine: str = "feature", member_loss: bool = True, *, granularity: str = "element",
+                 scope: str = "global", schedule: Schedule | Mapping[str, Any] | None = None,
+                 **model_kwargs: Any) -> None:
+        if name == NAME:
+            raise ConfigError("the backbone cannot be an ensemble itself", where=f"{NAME}.backbone",
+                              fix="use a single model such as hpigcn_rp")
+        levels = _check_levels(levels)
+        if combine not in COMBINES:
+            raise ConfigError(f"unknown value {combine!r}", where=f"{NAME}.combine", fix="use feature or logits")
+        members = [create_model(name, **model_kwargs) for _ in levels]
+        first = members[0]
+        if not isinstance(first, SkeletonModel):
+            raise ConfigError(f"'{name}' is not a skeleton model with features()", where=f"{NAME}.backbone")
+        super().__init__(num_classes=first.num_classes, layout=first.layout, in_channels=first.in_channels,
+                         num_persons=first.num_persons, dropout=first.dropout, feat_dim=first.feat_dim, name=NAME)
+        self.backbone, self.levels, self.combine, self.member_loss = name, levels, combine, bool(member_loss)
+        self.drop = copy.deepcopy(first.drop)  # the backbone's own rule (ST-GCN drops inside blocks)
+        if combine == "feature":
+            for m in members:  # one shared head: members' own heads would be dead weight
+                m.head, m.drop = nn.Identity(), nn.Identity()
+        else:
+            self.head = nn.Identity()  # each member's head makes its logits
+        self.members = nn.ModuleList(members)
+        object.__setattr__(self, "_scratch", _Scratch())
+        self.resparsify(granularity, scope, schedule)
+
+    def resparsify(self, granularity: str, scope: str, schedule: Schedule | Mapping[str, Any] | None, *,
+                   levels: Sequence[float] | None = None, classifier: bool = False,
+                   stem: bool = False) -> MultiLevelEnsemble:
+        """Re-mask every member (dense weights kept) with this configuration, in place."""
+        if levels is not None:
+            new = _check_levels(levels)
+            if len(new) != len(self.members):
+                raise ConfigError(f"{len(new)} levels for {len(self.members)} members", where="sparsity.ensemble_levels",
+                                  fix=f"pass levels={list(new)} when creating the model, or {len(self.members)} levels")
+            self.levels = new
+        for member, level in zip(self.members, self.levels):
+            remove_masks(member, bake=False)
+            sparsify(member, level, granularity, scope, schedule, classifier=classifier, stem=stem)
+        return self
+
+    def features(self, x: Tensor) -> Tensor:
+        return torch.stack([m.features(x) for m in self.members]).mean(dim=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        keep = self.training and self.member_loss
+        if self.combine == "feature":
+            feats = [m.features(x) for m in self.members]
+            logits = self.head(self.drop(torch.stack(feats).mean(dim=0)))
+            self._scratch.logits = [self.head(self.drop(f)) for f in feats] if keep else []
+        else:
+            outs = [m(x) for m in self.members]
+            logits = torch.stack(outs).mean(dim=0)
+            self._scratch.logits = outs if keep else []
+        return logits
+
+    def member_losses(self, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """Mean cross-entropy of the members' own predictions in the last training forward."""
+        if not self._scratch.logits:
+            raise RuntimeError("member_losses needs a training-mode forward first (with member_loss=True)")
+        losses = [F.cross_entropy(z, labels, label_smoothing=label_smoothing) for z in self._scratch.logits]
+        return torch.stack(losses).mean()
+
+    def fuse(self) -> MultiLevelEnsemble:
+        """Member-wise inference form (``skelray.models.fuse`` calls this on its copy): each
+        member compacted (masks baked, empty channels cut), then fused."""
+        self.members = nn.ModuleList(fuse(compact(m)) for m in self.members)
+        return self.eval()
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone!r}, levels={self.levels}, combine={self.combine!r}"
+
+
+def _check_levels(levels: object) -> tuple[float, ...]:
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or not levels:
+        raise ConfigError(f"must be a non-empty list of levels, got {levels!r}", where=f"{NAME}.levels",
+                          fix="e.g. levels: [0.6, 0.8, 0.95, 0.99]")
+    return tuple(check_level(v, where=f"{NAME}.levels") for v in levels)
+
+
+# -- registration ------------------------------------------------------------------------------
+
+def sparse_ensemble(num_classes: int = 60, layout: Any = "ntu25", in_channels: int = 3, num_persons: int = 2,
+                    dropout: float = 0.0, backbone: str = "hpigcn_rp", levels: Sequence[float] = DEFAULT_LEVELS,
+                    combine: str = "feature", member_loss: bool = True, granularity: str = "element",
+                    scope: str = "global", **backbone_kwargs: Any) -> MultiLevelEnsemble:
+    """Multi-level sparsity ensemble: one ``backbone`` per level, averaged (features or logits)."""
+    # Backbone options listed in the signature default to None: "the backbone's own default".
+    kwargs = {k: v for k, v in backbone_kwargs.items() if v is not None}
+    return MultiLevelEnsemble(backbone, levels, combine, member_loss, granularity=granularity, scope=scope,
+                              num_classes=num_classes, layout=layout, in_channels=in_channels,
+                              num_persons=num_persons, dropout=dropout, **kwargs)
+
+
+def _with_backbone_options(fn: Any) -> Any:
+    """List the registered backbones' own options in the entry point's signature (default
+    None), so ``model_options('sparse_ensemble')`` and the sweep checks know ``pa_count`` and
+    friends; ``**backbone_kwargs`` still passes options of models registered later."""
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    taken = {p.name for p in params}
+    extra: dict[str, inspect.Parameter] = {}
+    for name in list_models():
+        if name == NAME:
+            continue
+        for opt in model_options(name):
+            if opt not in taken and opt not in extra:
+                extra[opt] = inspect.Parameter(opt, inspect.Parameter.KEYWORD_ONLY, default=None)
+    var_kw = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=params + list(extra.values()) + var_kw)
+    return fn
+
+
+register_model(name=NAME)(_with_backbone_options(sparse_ensemble))
