@@ -14,7 +14,8 @@ from skelray import __version__
 from skelray.errors import SkelrayError
 
 console = Console()
-err_console = Console(stderr=True)
+# Errors are read in logs too: do not wrap them at rich's 80-column default there.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 app = typer.Typer(
     name="skelray",
@@ -48,6 +49,19 @@ def _register_groups() -> None:
     from skelray.sweep.cli import app as sweep_app
 
     app.add_typer(sweep_app, name="sweep", help="Run, resume, extend and summarise sweeps on Ray Tune.")
+    from skelray.ensemble.cli import app as ensemble_app
+
+    app.add_typer(ensemble_app, name="ensemble", help="Choose an ensemble of a sweep's trials on validation.")
+    from skelray.export.cli import export_command
+
+    app.command("export", help="Write a servable bundle: fused members, checked, plus a manifest.")(export_command)
+    from skelray.serve.cli import app as serve_app
+
+    app.add_typer(serve_app, name="serve", help="Serve a bundle with Ray Serve (`serve BUNDLE`, `serve build`).")
+    from skelray.deploy.cli import k8s_app, register
+
+    register(sweep_app)  # sweep submit | status | logs | stop (Ray Jobs API)
+    app.add_typer(k8s_app, name="k8s", help="Render and check KubeRay manifests (RayJob for a sweep).")
 
 
 _register_groups()

@@ -4,8 +4,10 @@
 fused, trained model has (fusing changes structure, never depends on weight values), so the
 exported state_dict loads into it strictly. A compacted structured-sparse member has fewer
 channels than ``create_model`` gives: there each tensor whose shape differs is replaced by one
-of the stored shape and the layer's size attributes follow; forward passes read sizes from
-the tensors, so the smaller layers then run as they did at export.
+of the stored shape, and the size attributes the compaction changed (``out_channels`` of a
+conv or of a block that reshapes by it) are recorded at export as plain numbers
+(``structure_overrides``) and set again on load. The export check runs the module rebuilt this
+way, so a model whose compacted form this cannot rebuild fails at export, never at serving.
 """
 
 from __future__ import annotations
@@ -19,18 +21,57 @@ from skelray.export.manifest import BundleError, ModelSpec
 
 
 def build_structure(spec: ModelSpec) -> nn.Module:
-    """The fused module tree of ``spec``'s model, with untrained weights."""
-    from skelray.models import create_model, fuse
+    """The inference-form module tree of ``spec``'s model, with untrained weights: the same
+    ``inference_form`` export applied (fuse; compact first for a model that is sparse as
+    created, such as ``sparse_ensemble``)."""
+    from skelray.models import create_model
+    from skelray.train.measure import inference_form
 
     model = create_model(spec.name, num_classes=spec.num_classes, layout=spec.layout,
                          in_channels=spec.in_channels, num_persons=spec.num_persons, **spec.kwargs)
-    return fuse(model)
+    return inference_form(model.eval())
 
 
 def state_tensors(module: nn.Module) -> dict[str, Tensor]:
     """The state_dict as independent contiguous CPU tensors: safetensors refuses shared storage,
     and blocks may share one buffer (the layout's graph)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return True
+    return isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float)) for v in value)
+
+
+def _attributes(module: nn.Module) -> dict[str, dict[str, object]]:
+    return {name: {k: v for k, v in vars(sub).items() if not k.startswith("_") and k != "training" and _plain(v)}
+            for name, sub in module.named_modules()}
+
+
+def structure_overrides(fresh: nn.Module, actual: nn.Module) -> dict[str, dict[str, object]]:
+    """The plain attributes (sizes) of ``actual``'s modules that differ from ``fresh``'s, by
+    module path; empty for every dense member."""
+    before, after = _attributes(fresh), _attributes(actual)
+    out: dict[str, dict[str, object]] = {}
+    for name, attrs in after.items():
+        changed = {k: (list(v) if isinstance(v, tuple) else v) for k, v in attrs.items()
+                   if name in before and k in before[name] and before[name][k] != v}
+        if changed:
+            out[name] = changed
+    return out
+
+
+def _apply_overrides(module: nn.Module, overrides: Mapping[str, Mapping[str, object]], where: str) -> None:
+    for path, attrs in overrides.items():
+        try:
+            sub = module.get_submodule(path) if path else module
+        except AttributeError:
+            raise BundleError(f"structure names a module '{path}' the model does not have", where=where,
+                              fix="re-export the bundle with this skelray version") from None
+        for key, value in attrs.items():
+            current = getattr(sub, key, None)
+            setattr(sub, key, tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value)
 
 
 def _adopt_shapes(module: nn.Module, shapes: Mapping[str, torch.Size]) -> None:
@@ -42,17 +83,12 @@ def _adopt_shapes(module: nn.Module, shapes: Mapping[str, torch.Size]) -> None:
             setattr(owner, attr, nn.Parameter(torch.empty(shape, dtype=old.dtype), requires_grad=False))
         else:
             owner.register_buffer(attr, torch.empty(shape, dtype=old.dtype))
-        # Keep the size attributes honest: repr, profile() and later code read them.
-        if isinstance(owner, nn.modules.conv._ConvNd) and attr == "weight":
-            owner.out_channels, owner.in_channels = shape[0], shape[1] * owner.groups
-        elif isinstance(owner, nn.Linear) and attr == "weight":
-            owner.out_features, owner.in_features = shape[0], shape[1]
-        elif isinstance(owner, nn.modules.batchnorm._BatchNorm) and attr in ("weight", "running_mean"):
-            owner.num_features = shape[0]
 
 
-def load_state(module: nn.Module, tensors: Mapping[str, Tensor], *, where: str, allow_reshape: bool) -> nn.Module:
-    """Load ``tensors`` into ``module`` strictly; a name or shape mismatch names the tensor."""
+def load_state(module: nn.Module, tensors: Mapping[str, Tensor], *, where: str, allow_reshape: bool,
+               overrides: Mapping[str, Mapping[str, object]] | None = None) -> nn.Module:
+    """Load ``tensors`` into ``module`` strictly; a name or shape mismatch names the tensor.
+    ``allow_reshape`` (compacted members) adopts the stored shapes and sets ``overrides``."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -72,5 +108,7 @@ def load_state(module: nn.Module, tensors: Mapping[str, Tensor], *, where: str, 
                           fix="the manifest's model kwargs do not match these weights: re-export the bundle")
     if differ:
         _adopt_shapes(module, differ)
+    if allow_reshape and overrides:
+        _apply_overrides(module, overrides, where)
     module.load_state_dict(dict(tensors), strict=True)
     return module.eval()

@@ -58,7 +58,7 @@ def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu", ve
     except (SafetensorError, OSError) as exc:
         raise BundleError(f"is not a readable safetensors file ({exc})", where=where, fix="re-export the bundle") from None
     module = build_structure(member.model)
-    load_state(module, tensors, where=where, allow_reshape=member.compacted)
+    load_state(module, tensors, where=where, allow_reshape=member.compacted, overrides=member.structure)
     return module.to(device).eval()
 
 

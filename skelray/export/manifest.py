@@ -64,7 +64,8 @@ class MemberSpec(_Model):
     macs: int  # per clip, of the fused form
     latency_ms_b1: float | None = None  # measured by the trial
     sparsity: dict[str, Any] | None = None  # the trial's sparsity config; None = dense
-    compacted: bool = False  # structured-sparse channels removed: tensor shapes differ from create_model's
+    compacted: bool = False  # sparse: tensor shapes may differ from create_model's (channels removed)
+    structure: dict[str, dict[str, Any]] = Field(default_factory=dict)  # module path -> sizes compaction changed
     weights_file: str  # relative to the bundle folder
     sha256: str  # of the weights file
     check: CheckInfo

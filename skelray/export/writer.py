@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from skelray.errors import ConfigError, SkelrayError
-from skelray.export._structure import build_structure, load_state, state_tensors
+from skelray.export._structure import build_structure, load_state, state_tensors, structure_overrides
 from skelray.export.manifest import MANIFEST, BundleError, CheckInfo, Manifest, MemberSpec, ModelSpec
 
 DEFAULT_TOLERANCE = 1e-4
@@ -123,6 +123,14 @@ def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str,
     return worst, scale, fused_out
 
 
+def _is_sparse(model: torch.nn.Module) -> bool:
+    try:
+        from skelray.sparsity import is_sparse
+    except ImportError:  # no sparsity support in this build: nothing can be sparse
+        return False
+    return bool(is_sparse(model))
+
+
 def _layout_def(name: str) -> dict[str, Any]:
     from skelray.data.layouts import get_layout
 
@@ -153,13 +161,14 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
     name = f"m{i}-{_slug(src.trial.split('/')[-1])}"
     model = ModelSpec(name=m["name"], kwargs=m["kwargs"], num_classes=m["num_classes"], layout=m["layout"],
                       in_channels=m["in_channels"], num_persons=m["num_persons"])
-    compacted = bool(m.get("sparsity"))
+    compacted = bool(m.get("sparsity")) or _is_sparse(trained)
     rel = f"members/{name}.safetensors"
     fused = inference_form(trained).eval()
     save_file(state_tensors(fused), str(out / rel), metadata={"skelray": __version__, "member": name})
+    structure = structure_overrides(build_structure(model), fused) if compacted else {}
     # Read back as a server would: the structure from create_model + fuse, the weights from the file.
     served = load_state(build_structure(model), load_file(str(out / rel)), where=str(out / rel),
-                        allow_reshape=compacted)
+                        allow_reshape=compacted, overrides=structure)
     val = _val_clips(src) if check_data else None
     inputs = _check_inputs(pp, m["in_channels"], get_layout(m["layout"]).num_joints, val[0] if val else None)
     worst, scale, outs = _compare(trained, served, inputs)
@@ -172,7 +181,7 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
     spec = MemberSpec(
         name=name, trial=src.trial, model=model, stream=pp.stream, preprocess=dataclasses.asdict(pp),
         weight=src.weight, metrics=src.metrics, params=int(params), macs=int(macs), latency_ms_b1=src.latency_ms,
-        sparsity=m.get("sparsity"), compacted=compacted, weights_file=rel,
+        sparsity=m.get("sparsity"), compacted=compacted, structure=structure, weights_file=rel,
         sha256=hashlib.sha256((out / rel).read_bytes()).hexdigest(),
         check=CheckInfo(max_abs_diff=worst, logit_scale=scale, tolerance=tolerance,
                         inputs={k: len(v) for k, v in inputs.items()}, val_logits_max_abs_diff=val_diff))

@@ -2,11 +2,23 @@
 
 ``app`` is the application builder (``serve run skelray.serve:app bundle=PATH``);
 ``serve_config`` writes the Serve config a RayService embeds; ``ServeArgs`` lists the settings.
+They load on first use (PEP 562), so ``skelray --help`` does not import Ray Serve.
 """
 
 from __future__ import annotations
 
-from skelray.serve.app import app
-from skelray.serve.config import ServeArgs, plan, serve_config
+from typing import Any
 
 __all__ = ["ServeArgs", "app", "plan", "serve_config"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from skelray.serve.app import app
+
+        return app
+    if name in ("ServeArgs", "plan", "serve_config"):
+        from skelray.serve import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'skelray.serve' has no attribute '{name}'")

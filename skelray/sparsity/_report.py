@@ -23,7 +23,7 @@ def _weight_mask(module: nn.Module) -> nn.Module | None:
 
 
 @torch.no_grad()
-def report(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+def report(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, macs: bool = True) -> dict[str, Any]:
     """Achieved sparsity and the costs that follow from it.
 
     Returns ``overall`` (fraction of the masked weights pruned), ``layers`` (that fraction per
@@ -32,6 +32,7 @@ def report(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> dict
     not counted, and how many of them are non-zero once masked), and ``macs`` and
     ``effective_macs`` for one forward on ``input_shape`` (default: one clip of 64 frames),
     where a masked layer costs only its non-zero weights (what a sparse kernel could skip).
+    ``macs=False`` skips that forward pass (both are then None).
     """
     layers: dict[str, float] = {}
     kept_total = masked_total = 0
@@ -65,7 +66,7 @@ def report(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> dict
         "effective_macs": None,
     }
     shape = input_shape or _default_shape(model)
-    if shape is not None:
+    if macs and shape is not None:
         out["macs"], out["effective_macs"] = _macs(model, shape)
     return out
 

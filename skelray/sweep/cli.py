@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -10,7 +11,8 @@ from rich.console import Console
 from skelray.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
+# Logs and pipes get a wide table instead of rich's 80-column default, so trial names stay whole.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _overrides(data: str | None, sets: list[str]) -> dict:

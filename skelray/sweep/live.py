@@ -92,11 +92,23 @@ class LiveView(Callback):
         return (f"pending {c['PENDING'] + c['PAUSED']} running {c['RUNNING']} done {c['TERMINATED']} "
                 f"errored {c['ERROR']}")
 
+    def _shown(self, limit: int = 12) -> list[tuple[str, str]]:
+        """Running trials first, then the best finished ones: a big sweep stays one screen."""
+        running = sorted((n, s) for n, s in self.status.items() if s == "RUNNING")
+        sign = -1 if self.mode == "max" else 1
+
+        def score(item: tuple[str, str]) -> float:
+            value = self.last.get(item[0], {}).get(self.metric)
+            return sign * value if isinstance(value, (int, float)) else float("inf")
+
+        rest = sorted(((n, s) for n, s in self.status.items() if s != "RUNNING"), key=score)
+        return (running + rest)[:max(limit, len(running))]
+
     def _render(self) -> Table:
         table = Table(title=f"sweep {self.name}  {self._elapsed()}  {self._counts_text()}", title_justify="left")
         for col in ("trial", "state", "epoch", self.metric, "latency b1 (ms)"):
             table.add_column(col)
-        for name, state in sorted(self.status.items()):
+        for name, state in self._shown():
             res = self.last.get(name, {})
             table.add_row(name, state, str(res.get("epoch", "")), _fmt(res.get(self.metric)),
                           _fmt(res.get("latency_ms_b1")))

@@ -41,7 +41,7 @@ class Location:
         if "://" not in uri:
             import os
 
-            uri = os.path.abspath(uri)
+            uri = os.path.abspath(os.path.expanduser(uri))
         fs, path = pafs.FileSystem.from_uri(uri)
         return cls(fs, path)
 
@@ -137,7 +137,7 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
     for loc, info in ckpts:
         value = info.get("metrics", {}).get(metric)
         if value is not None and (best_ckpt is None or _better(value, best_ckpt[1], mode)):
-            best_ckpt = (loc, value)
+            best_ckpt = (loc, value, info)
     error_file = trial.join("error.txt")
     error_text = error_file.read_text() if error_file.exists() else ""
     # error.txt stays after a retry succeeds, so a finished run wins over a recorded failure.
@@ -164,6 +164,9 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         "best_checkpoint": posixpath.relpath(best_ckpt[0].path, trial.path) if best_ckpt else None,
         "error": error,
         "failures": error_text.count("Failure #"),
+        # Per-class accuracy of the best checkpoint, as JSON lists indexed by label.
+        "best.val/per_class": json.dumps(best_ckpt[2].get("val_per_class")) if best_ckpt else None,
+        "best.test/per_class": json.dumps(best_ckpt[2].get("test_per_class")) if best_ckpt else None,
     }
     for key in ("val/top1", "val/top5", "val/loss", "test/top1", "test/top5", "test/loss", "train/loss",
                 "sparsity"):

@@ -70,11 +70,16 @@ class DataSpec(_Section):
 class SparsityScheduleSpec(_Section):
     warmup_epochs: int = Field(0, ge=0)  # dense epochs before pruning starts
     ramp_epochs: int = Field(0, ge=0)  # epochs over which sparsity ramps from 0 to the level
+    kind: Literal["linear", "step"] = "linear"  # linear: a bit more each epoch; step: `steps` jumps
+    steps: int = Field(1, ge=1)  # step kind: jumps over the ramp (1: straight to the level at its end)
+    penalty: float = Field(0.0, ge=0)  # L2 pull (like weight decay) on weights about to be pruned; 0 = off
 
 
 class SparsitySpec(_Section):
-    level: float | None = Field(None, ge=0, lt=1)  # fraction of weights removed
-    granularity: Literal["element", "row", "column", "channel"] = "element"
+    level: float | None = Field(None, ge=0, lt=1)  # fraction of weights removed (ctf: 1 - kept budget)
+    # element: per weight; kernel: per (out, in) kernel; channel: per output channel (compacts
+    # into a smaller, faster model); ctf: coarse-to-fine channel x column x row x entry masks
+    granularity: Literal["element", "kernel", "channel", "ctf"] = "element"
     scope: Literal["global", "block"] = "global"  # one threshold for the model, or one per block
     schedule: SparsityScheduleSpec = Field(default_factory=SparsityScheduleSpec)
     ensemble_levels: list[float] | None = None  # members of a multi-level ensemble (instead of level)

@@ -31,6 +31,7 @@ from skelray.train.loop import (
     make_optimizer,
     make_schedule,
     metrics_from_logits,
+    per_class_accuracy,
     predict,
     recalibrate_bn,
     seed_everything,
@@ -165,12 +166,16 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
                                 metrics_from_logits(logits[f"{name}_logits"], logits[f"{name}_labels"]).items()})
         if sparsity is not None:
             metrics["sparsity"] = float(sparsity.report(model)["overall"])
+        per_class = {f"{name}_per_class": per_class_accuracy(logits[f"{name}_logits"], logits[f"{name}_labels"],
+                                                             data.num_classes)
+                     for name in ("val", "test") if len(logits[f"{name}_labels"])}
         # A diverged run only burns compute: say so and stop (the results mark it DIVERGED).
         diverged = not np.isfinite(tr["loss"])
         if diverged:
             metrics["diverged"] = 1
         with tempfile.TemporaryDirectory(prefix="skelray-ckpt-") as tmp:
-            _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits, description)
+            _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits,
+                  {**description, **per_class})
             if report is not None:
                 report(metrics, tmp)
         if diverged:

@@ -1,0 +1,142 @@
+"""``skelray serve BUNDLE`` (run the graph over HTTP) and ``skelray serve build BUNDLE -o FILE``.
+
+``skelray serve BUNDLE`` is short for ``skelray serve run BUNDLE``: the group routes anything
+that is not a sub-command name to ``run``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from skelray.errors import ConfigError
+
+
+class _RunByDefault(TyperGroup):
+    """A group whose first argument, when not a sub-command, is the BUNDLE of ``run``."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_RunByDefault, no_args_is_help=True)
+console = Console()
+
+
+def _args(bundle: Path, replicas: int, max_batch_size: int, batch_wait_ms: float, num_cpus: float,
+          num_gpus: float, health_check_period_s: float) -> Any:
+    from skelray.serve.config import ServeArgs
+
+    return ServeArgs.parse({"bundle": str(bundle), "replicas": replicas, "max_batch_size": max_batch_size,
+                            "batch_wait_ms": batch_wait_ms, "num_cpus": num_cpus, "num_gpus": num_gpus,
+                            "health_check_period_s": health_check_period_s})
+
+
+def _print_plan(args: Any) -> None:
+    from skelray.export.manifest import read_manifest
+    from skelray.serve.config import plan
+
+    manifest = read_manifest(args.bundle)
+    table = Table(title=f"deployments for {args.bundle} ({manifest.name})")
+    for col in ("deployment", "replicas", "CPUs", "GPUs", "max batch", "batch wait (ms)"):
+        table.add_column(col)
+    for p in plan(args, manifest):
+        o = p.options
+        replicas = str(o.get("num_replicas", "auto"))
+        batch = o.get("user_config") or {}
+        table.add_row(p.name, replicas, str(o["ray_actor_options"].get("num_cpus", 0)),
+                      str(o["ray_actor_options"].get("num_gpus", 0)), str(batch.get("max_batch_size", "-")),
+                      f"{1000 * batch['batch_wait_timeout_s']:g}" if batch else "-")
+    console.print(table)
+
+
+_BUNDLE = typer.Argument(..., help="The bundle folder `skelray export -o` wrote.")
+_REPLICAS = typer.Option(1, "--replicas", help="Replicas per member.")
+_BATCH = typer.Option(16, "--max-batch-size", help="Clips per batched forward pass (1: no batching).")
+_WAIT = typer.Option(5.0, "--batch-wait-ms", help="How long a partial batch waits for more clips.")
+_CPUS = typer.Option(1.0, "--num-cpus", help="CPUs per member replica.")
+_GPUS = typer.Option(0.0, "--num-gpus", help="GPUs per member replica.")
+_HEALTH = typer.Option(10.0, "--health-check-period-s", help="Seconds between replica health checks.")
+
+
+@app.command("run")
+def run_command(
+    bundle: Path = _BUNDLE,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the HTTP proxy listens on."),
+    port: int = typer.Option(8000, "--port", help="Port the HTTP proxy listens on."),
+    replicas: int = _REPLICAS, max_batch_size: int = _BATCH, batch_wait_ms: float = _WAIT,
+    num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
+    address: str = typer.Option(None, "--address", help="A running Ray cluster (default: start one here)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the bundle and print the deployments only."),
+) -> None:
+    """Serve BUNDLE over HTTP until Ctrl-C: POST /v1/predict, GET /v1/models, GET /healthz."""
+    args = _args(bundle, replicas, max_batch_size, batch_wait_ms, num_cpus, num_gpus, health_check_period_s)
+    _print_plan(args)
+    if dry_run:
+        return
+    from ray import serve
+
+    from skelray.serve.app import app as build_app
+    from skelray.serve.config import APP_NAME
+
+    started = _start_ray(address)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build_app(args.model_dump()), name=APP_NAME, route_prefix="/")
+        console.print(f"serving {bundle} at http://{host}:{port}/v1/predict  (Ctrl-C stops)")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        serve.shutdown()
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect or start Ray; a token-auth refusal becomes an error that says what to set."""
+    from ray.exceptions import AuthenticationError
+
+    from skelray.sweep.runner import start_ray
+
+    try:
+        return start_ray(address)
+    except AuthenticationError as exc:
+        raise ConfigError(f"the Ray cluster refused this client's token ({exc.message})", where="--address",
+                          fix="set RAY_AUTH_MODE=token and give the cluster's token in RAY_AUTH_TOKEN or "
+                              "~/.ray/auth_token (`ray get-auth-token` on the head prints it)") from None
+
+
+@app.command("build")
+def build_command(
+    bundle: Path = _BUNDLE,
+    output: Path = typer.Option(..., "-o", "--output", help="The Serve config YAML to write."),
+    bundle_path: str = typer.Option(None, "--bundle-path",
+                                    help="Where the cluster's nodes find the bundle, if not this path."),
+    host: str = typer.Option("0.0.0.0", "--host"), port: int = typer.Option(8000, "--port"),
+    replicas: int = _REPLICAS, max_batch_size: int = _BATCH, batch_wait_ms: float = _WAIT,
+    num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
+) -> None:
+    """Write a Serve config (import_path skelray.serve:app) for `serve deploy` or a RayService."""
+    import yaml
+
+    from skelray.serve.config import serve_config
+
+    args = _args(bundle, replicas, max_batch_size, batch_wait_ms, num_cpus, num_gpus, health_check_period_s)
+    config = serve_config(args, host=host, port=port, bundle_path=bundle_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("# Serve config for a skelray bundle, written by `skelray serve build`.\n"
+                      + yaml.safe_dump(config, sort_keys=False))
+    _print_plan(args)
+    console.print(f"wrote {output}; deploy with `serve deploy {output}` or embed it as a RayService's serveConfigV2")
