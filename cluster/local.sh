@@ -90,7 +90,7 @@ up() {
     --include-dashboard=true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
     --dashboard-agent-listen-port "$agent_port" --ray-client-server-port "$client_port" \
     --object-store-memory "$store" --disable-usage-stats --log-style record > "$DIR/head.log" 2>&1 \
-    || { tail -20 "$DIR/head.log" >&2; die "the head node did not start (log: $DIR/head.log)"; }
+    || { tail -20 "$DIR/head.log" >&2; down > /dev/null; die "the head node did not start (log: $DIR/head.log)"; }
   local i args
   for ((i = 1; i <= WORKERS; i++)); do
     # Each raylet on this host gets its own temp dir: nodes sharing one would unpack a job's
@@ -100,12 +100,13 @@ up() {
           --object-store-memory "$store" --dashboard-agent-listen-port "$(free_port)" --disable-usage-stats)
     [[ -n "$RESOURCES" ]] && args+=(--resources "$RESOURCES")
     "$RAY" start "${args[@]}" > "$DIR/worker-$i.log" 2>&1 \
-      || { tail -20 "$DIR/worker-$i.log" >&2; die "worker $i did not start (log: $DIR/worker-$i.log)"; }
+      || { tail -20 "$DIR/worker-$i.log" >&2; down > /dev/null; die "worker $i did not start (log: $DIR/worker-$i.log)"; }
   done
   cat > "$STATE" <<EOF
 GCS_ADDRESS=127.0.0.1:$gcs_port
 DASHBOARD=http://127.0.0.1:$DASHBOARD_PORT
 WORKERS=$WORKERS
+TOKEN_FROM="$TOKEN_FROM"
 EOF
   echo "Ray cluster up in $DIR: head (0 CPUs) + $WORKERS worker(s) x {CPU: $WORKER_CPUS, GPU: $WORKER_GPUS${RESOURCES:+, $RESOURCES}}"
   echo "dashboard and Jobs API: http://127.0.0.1:$DASHBOARD_PORT   (token from $TOKEN_FROM)"
@@ -120,8 +121,12 @@ status() {
   local pids; pids="$(cluster_pids | wc -l)"
   echo "cluster in $DIR: $pids processes; dashboard $DASHBOARD; GCS $GCS_ADDRESS"
   [[ "$pids" -gt 0 ]] || exit 1
+  local started_with="$TOKEN_FROM"
   token_setup
-  "$RAY" status --address "$GCS_ADDRESS"
+  "$RAY" status --address "$GCS_ADDRESS" 2> "$DIR/status.err" || {
+    grep -m1 -o "AuthenticationError.*incorrect" "$DIR/status.err" >&2 || tail -3 "$DIR/status.err" >&2
+    die "ray status failed; the cluster was started with the token from $started_with: give this shell the same"
+  }
 }
 
 down() {

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:  # imported late at run time: Ray is slow to import, and --help must be fast
+    from skelray.deploy.jobs import Jobs
 
 console = Console()
 err_console = Console(stderr=True)
@@ -21,18 +25,22 @@ _TIMEOUT = typer.Option(None, "--timeout", help="With --wait: give up after this
 _FAILED = ("FAILED", "STOPPED")
 
 
-def _jobs(address: str):  # noqa: ANN202 - skelray.deploy.jobs.Jobs, imported late (Ray is slow to import)
+def _jobs(address: str) -> Jobs:
     from skelray.deploy.jobs import Jobs
 
     return Jobs(address)
 
 
-def _wait(jobs, job_id: str, timeout: float | None) -> str:  # noqa: ANN001
+def _wait(jobs: Jobs, job_id: str, timeout: float | None) -> str:
     return jobs.wait(job_id, timeout_s=timeout, on_change=lambda s: console.print(f"{job_id}: {s}"))
 
 
-def _exit_for(status: str) -> None:
+def _finish(jobs: Jobs, job_id: str, status: str) -> None:
+    """Say why a job failed or stopped (Ray's message: the driver's last log lines), exit 1."""
     if status in _FAILED:
+        message = jobs.info(job_id).message
+        if message:
+            console.print(message, highlight=False)
         raise typer.Exit(1)
 
 
@@ -68,11 +76,12 @@ def submit(
     console.print(f"  entrypoint: {sub.entrypoint}", highlight=False, soft_wrap=True)
     if env_note:
         console.print(f"  env: {', '.join(f'{k}={v}' for k, v in env_note.items())}", highlight=False)
-    console.print(f"  results: {sub.storage}/{sub.sweep_name}", highlight=False)
-    console.print(f"  follow: skelray sweep logs {job_id} --address {jobs.address} --follow", highlight=False)
+    console.print(f"  results: {sub.storage}/{sub.sweep_name}", highlight=False, soft_wrap=True)
+    console.print(f"  follow: skelray sweep logs {job_id} --address {jobs.address} --follow", highlight=False,
+                  soft_wrap=True)
     typer.echo(job_id)  # last line, plain: scripts take the id from here
     if wait:
-        _exit_for(_wait(jobs, job_id, timeout))
+        _finish(jobs, job_id, _wait(jobs, job_id, timeout))
 
 
 def status(job_id: str = _JOB_ID, address: str = _ADDRESS,
@@ -85,10 +94,7 @@ def status(job_id: str = _JOB_ID, address: str = _ADDRESS,
     else:
         final = jobs.status(job_id)
         console.print(f"{job_id}: {final}")
-    info = jobs.info(job_id)
-    if final in _FAILED and info.message:
-        console.print(info.message, highlight=False)
-    _exit_for(final)
+    _finish(jobs, job_id, final)
 
 
 def logs(job_id: str = _JOB_ID, address: str = _ADDRESS,

@@ -17,7 +17,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,12 +72,11 @@ def _cluster_errors(address: str, token: Token | None) -> Iterator[None]:
 
     try:
         yield
-    except AuthenticationError as exc:
+    except AuthenticationError:
         if token is None:
             raise ClusterError("the cluster requires a token and this client has none", where=address,
                                fix=_TOKEN_FIX) from None
-        state = "was rejected" if "failed" in exc.message.lower() else "was not accepted"
-        raise ClusterError(f"the token from {token.source} {state} (a token from another cluster?)",
+        raise ClusterError(f"the token from {token.source} was rejected (a token from another cluster?)",
                            where=address, fix=_TOKEN_FIX) from None
     except ConnectionError:
         raise ClusterError("cannot reach the Ray Jobs API", where=address,
@@ -93,6 +92,9 @@ class Jobs:
 
         if "://" not in address:
             address = f"http://{address}"
+        if not address.startswith(("http://", "https://")):
+            raise ClusterError("is not the address of a Ray Jobs API", where=f"--address {address}",
+                               fix="pass the dashboard's URL, e.g. http://HEAD:8265 (not ray:// or the GCS port)")
         self.address = address
         self.token = token if token is not None else find_token(env)
         # An explicit header works whatever RAY_AUTH_MODE says on this machine; Ray's client
@@ -102,7 +104,7 @@ class Jobs:
             self.client = JobSubmissionClient(address, headers=headers)
             self.client.list_jobs()  # /api/version needs no token: this checks the token now
 
-    def _errors(self):  # noqa: ANN202 - a context manager
+    def _errors(self) -> AbstractContextManager[None]:
         return _cluster_errors(self.address, self.token)
 
     def _known(self, job_id: str) -> None:

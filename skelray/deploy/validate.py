@@ -119,6 +119,13 @@ def _schema_problems(doc: Mapping[str, Any], schema: Mapping[str, Any], obj: str
 
     validator = jsonschema.Draft7Validator(schema)
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+            # Name each unknown field itself rather than the object holding it.
+            known = set(err.schema.get("properties", {}))
+            for key in sorted(set(map(str, err.instance)) - known):
+                yield Problem(obj, _path([*err.absolute_path, key]),
+                              "unknown field (not in the KubeRay CRD: a typo, or a newer KubeRay's field?)")
+            continue
         yield Problem(obj, _path(err.absolute_path), err.message[:300])
 
 

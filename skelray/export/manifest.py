@@ -49,6 +49,7 @@ class CheckInfo(_Model):
     logit_scale: float  # largest |trained| logit: the check passes if max_abs_diff <= tolerance * max(1, this)
     tolerance: float
     inputs: dict[str, int]  # input kind ("random", "synthetic", "val") -> clips compared
+    per_input: dict[str, float] = Field(default_factory=dict)  # input kind -> its largest |fused - trained|
     val_logits_max_abs_diff: float | None = None  # fused vs the logits the trial saved (same clips)
 
 

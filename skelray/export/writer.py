@@ -5,8 +5,9 @@ is what will be served), and run against its training form on the same inputs: r
 tensors of the input shape, synthetic clips through the member's ``Preprocess``, and, when
 the sweep's data can be read here, the first validation clips (also compared with the logits
 the trial saved for them). Export fails if the largest difference exceeds the tolerance
-(1e-4) times ``max(1, largest |logit|)``: an absolute bound for the usual logits, and a
-relative one for models whose logits are so large that float32 rounding alone passes 1e-4.
+(1e-4) times ``max(1, largest |logit|)``: an absolute bound for logits up to 1, a relative one
+above, since float32 rounding alone passes 1e-4 once logits reach the hundreds (random inputs
+drive an hpigcn_rp's logits past 1000; its real clips differ by ~3e-6).
 """
 
 from __future__ import annotations
@@ -111,16 +112,16 @@ def _check_inputs(pp, in_channels: int, num_joints: int, val: list[np.ndarray] |
 
 @torch.inference_mode()
 def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str, np.ndarray]
-             ) -> tuple[float, float, dict[str, np.ndarray]]:
-    """(largest |fused - trained| logit, largest |trained| logit, fused logits per input kind)."""
-    worst, scale, fused_out = 0.0, 0.0, {}
+             ) -> tuple[dict[str, float], float, dict[str, np.ndarray]]:
+    """(largest |fused - trained| logit per input kind, largest |trained| logit, fused logits)."""
+    diffs, scale, fused_out = {}, 0.0, {}
     for kind, x in inputs.items():
         t = torch.from_numpy(x)
         a, b = trained(t), fused(t)
-        worst = max(worst, float((a - b).abs().max()))
+        diffs[kind] = float((a - b).abs().max())
         scale = max(scale, float(a.abs().max()))
         fused_out[kind] = b.numpy()
-    return worst, scale, fused_out
+    return diffs, scale, fused_out
 
 
 def _is_sparse(model: torch.nn.Module) -> bool:
@@ -171,7 +172,8 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
                         allow_reshape=compacted, overrides=structure)
     val = _val_clips(src) if check_data else None
     inputs = _check_inputs(pp, m["in_channels"], get_layout(m["layout"]).num_joints, val[0] if val else None)
-    worst, scale, outs = _compare(trained, served, inputs)
+    diffs, scale, outs = _compare(trained, served, inputs)
+    worst = max(diffs.values())
     if not worst <= tolerance * max(1.0, scale):  # "not <=" also catches NaN
         raise BundleError(f"member {name}: the fused form differs from the training form by {worst:.3g} "
                           f"(tolerance {tolerance:g} x max(1, |logit| {scale:.3g}))", where=str(src.checkpoint),
@@ -184,7 +186,8 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
         sparsity=m.get("sparsity"), compacted=compacted, structure=structure, weights_file=rel,
         sha256=hashlib.sha256((out / rel).read_bytes()).hexdigest(),
         check=CheckInfo(max_abs_diff=worst, logit_scale=scale, tolerance=tolerance,
-                        inputs={k: len(v) for k, v in inputs.items()}, val_logits_max_abs_diff=val_diff))
+                        inputs={k: len(v) for k, v in inputs.items()}, per_input=diffs,
+                        val_logits_max_abs_diff=val_diff))
     return spec, info
 
 

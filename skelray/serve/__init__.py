@@ -14,7 +14,7 @@ __all__ = ["ServeArgs", "app", "plan", "serve_config"]
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from skelray.serve.app import app
+        from skelray.serve.builder import app
 
         return app
     if name in ("ServeArgs", "plan", "serve_config"):

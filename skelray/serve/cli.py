@@ -84,7 +84,7 @@ def run_command(
         return
     from ray import serve
 
-    from skelray.serve.app import app as build_app
+    from skelray.serve.builder import app as build_app
     from skelray.serve.config import APP_NAME
 
     started = _start_ray(address)

@@ -57,17 +57,37 @@ class CTFMask(nn.Module):
         self.score_entry = logits(o, i, k)
         object.__setattr__(self, "_state", None)
 
-    def _f(self, a: Tensor, hard: bool) -> Tensor:
-        if hard:
-            return (a.detach() > 0).to(a.dtype)
-        return torch.sigmoid(a / self._state.temperature.to(a.dtype))
+    def _product(self, f) -> Tensor:
+        c = f(self.score_channel).repeat(self.repeat)
+        return c[:, None, None] * f(self.score_column)[:, None, :] * f(self.score_row)[:, :, None] \
+            * f(self.score_entry)
+
+    def _blend(self, fn) -> Tensor:
+        """``fn(f)`` with f the annealed factor; below the gradient floor the value stays
+        annealed but the gradient is that of the floor temperature.
+
+        Without the floor a factor far from 0 stops learning as T shrinks, and so does every
+        factor multiplied by one at 0: a budget missed once the masks froze could never be made
+        up. Once annealing is over (T at its end value) the value is the T -> 0 limit, exactly
+        0 or 1, so the masks end crisp and training goes on with the masks it will deploy.
+        """
+        state = self._state
+        t, floor = float(state.temperature), state.grad_temperature
+        if t >= floor:
+            return fn(lambda a: torch.sigmoid(a / t))
+        if t <= state.temperatures[1]:
+            value = fn(lambda a: (a.detach() > 0).to(a.dtype))
+        else:
+            value = fn(lambda a: torch.sigmoid(a.detach() / t))
+        surrogate = fn(lambda a: torch.sigmoid(a / floor))
+        return value + (surrogate - surrogate.detach())
 
     def full_mask(self, hard: bool = False) -> Tensor:
-        """The (O, I, K) mask: product of the four factors."""
-        c = self._f(self.score_channel, hard).repeat(self.repeat)
-        col = self._f(self.score_column, hard)
-        row = self._f(self.score_row, hard)
-        return c[:, None, None] * col[:, None, :] * row[:, :, None] * self._f(self.score_entry, hard)
+        """The (O, I, K) mask: product of the four factors (``hard``: their T -> 0 limit)."""
+        if hard:
+            with torch.no_grad():
+                return self._product(lambda a: (a > 0).to(a.dtype))
+        return self._blend(self._product)
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight * self.full_mask().view_as(weight)
@@ -77,7 +97,7 @@ class CTFMask(nn.Module):
         return weight * self.full_mask(hard=True).view_as(weight)
 
     def channel_vector(self, repeated: bool) -> Tensor:
-        c = self._f(self.score_channel, False)
+        c = self._blend(lambda f: f(self.score_channel))
         return c.repeat(self.repeat) if repeated else c
 
     def channel_keep(self, repeated: bool) -> Tensor:
@@ -93,9 +113,10 @@ class CTFState(nn.Module):
     """Budget, temperature and budget-term weight of one CTF-pruned network."""
 
     def __init__(self, budget: float, lam: float, temperature: tuple[float, float],
-                 schedule: Schedule | None) -> None:
+                 schedule: Schedule | None, grad_temperature: float = 1.0) -> None:
         super().__init__()
         self.budget, self.lam, self.temperatures, self.schedule = budget, lam, temperature, schedule
+        self.grad_temperature = grad_temperature
         # Buffers, so a checkpoint resumes at the temperature it reached.
         self.register_buffer("temperature", torch.tensor(temperature[0], dtype=torch.float64))
         # 0 while the schedule's warm-up keeps the budget term off.

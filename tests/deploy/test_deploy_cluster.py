@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skelray.deploy.jobs import Jobs, Token
+from skelray.deploy.jobs import ClusterError, Jobs, Token
 from skelray.sweep.results import read_results
 
 pytestmark = [pytest.mark.cluster,
@@ -96,16 +96,18 @@ def _sweep_file(cluster: LocalCluster, tiny_sweep, name: str, epochs: int) -> Pa
     return path
 
 
-def test_client_without_the_token_gets_an_error_naming_the_fix(cluster, tmp_path):
+def test_client_needs_the_clusters_token(cluster, tmp_path):
     env = {k: v for k, v in cluster.env().items() if not k.startswith("RAY_AUTH")}
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
     out = skelray("sweep", "status", "no-such-job", "--address", cluster.address, env=env, timeout=60)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "requires a token and this client has none" in out.stderr
     assert "RAY_AUTH_TOKEN" in out.stderr and "ray get-auth-token" in out.stderr
-    wrong = skelray("sweep", "status", "no-such-job", "--address", cluster.address,
-                    env={**env, "RAY_AUTH_TOKEN": "not-the-token"}, timeout=60)
-    assert wrong.returncode == 2 and "the token from RAY_AUTH_TOKEN was rejected" in wrong.stderr
+    with pytest.raises(ClusterError, match="the token from RAY_AUTH_TOKEN was rejected"):
+        Jobs(cluster.address, token=Token("not-the-token", "RAY_AUTH_TOKEN"))
+    # With the right token the cluster answers: here, that it has no such job.
+    with pytest.raises(ClusterError, match="no job 'no-such-job' on this cluster"):
+        Jobs(cluster.address, token=Token(cluster.token, "test")).status("no-such-job")
 
 
 def test_submitted_sweep_succeeds_and_writes_its_results(cluster, tiny_sweep):
@@ -122,7 +124,9 @@ def test_submitted_sweep_succeeds_and_writes_its_results(cluster, tiny_sweep):
 
     status = skelray("sweep", "status", job_id, "--address", cluster.address, env=env, timeout=60)
     assert status.returncode == 0 and f"{job_id}: SUCCEEDED" in status.stdout
-    logs = skelray("sweep", "logs", job_id, "--address", cluster.address, env=env, timeout=60)
+    # --follow streams over a websocket, which must present the token too; it ends with the job.
+    logs = skelray("sweep", "logs", job_id, "--follow", "--address", cluster.address, env=env, timeout=60)
+    assert logs.returncode == 0, logs.stderr
     assert "t00000-pa_count=1" in logs.stdout and SECRET not in logs.stdout
 
     trials, epochs = read_results(str(storage / "jobs_ok"))
@@ -149,6 +153,8 @@ def test_stop_ends_a_running_sweep(cluster, tiny_sweep):
     assert f"{job_id}: STOPPED" in stop.stdout
     status = skelray("sweep", "status", job_id, "--address", cluster.address, env=env, timeout=60)
     assert status.returncode == 1 and f"{job_id}: STOPPED" in status.stdout  # not a success
+    logs = skelray("sweep", "logs", job_id, "--address", cluster.address, env=env, timeout=60)
+    assert "Running entrypoint for job" in logs.stdout and "jobs_stop" in logs.stdout
 
 
 def test_down_stops_every_process_of_the_cluster(cluster):

@@ -110,3 +110,5 @@ def test_unreachable_cluster_names_the_address_and_the_fix():
         port = s.getsockname()[1]
     with pytest.raises(ClusterError, match=f"127.0.0.1:{port}: cannot reach the Ray Jobs API.*--include-dashboard"):
         Jobs(f"127.0.0.1:{port}", token=Token("t", "test"))
+    with pytest.raises(ClusterError, match="--address ray://head:10001: is not the address of a Ray Jobs API"):
+        Jobs("ray://head:10001", token=Token("t", "test"))

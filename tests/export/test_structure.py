@@ -13,13 +13,15 @@ from skelray.models import create_model, list_models
 from skelray.train.measure import inference_form
 
 SPEC = dict(num_classes=5, layout="kinect_v1_20", in_channels=3, num_persons=2)
+# The ensemble of sparse backbones on its smallest backbone, to keep the test quick.
+KWARGS = {"sparse_ensemble": {"backbone": "esgn", "levels": [0.5, 0.9]}}
 
 
 def trained_like(name: str) -> torch.nn.Module:
     """A model whose BN statistics and weights are not at their initial values, so that a
     fusion which ignored them would show."""
     torch.manual_seed(0)
-    model = create_model(name, **SPEC)
+    model = create_model(name, **SPEC, **KWARGS.get(name, {}))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -43,7 +45,8 @@ def test_fused_weights_load_into_a_fresh_structure(name, tmp_path):
 
     model = trained_like(name)
     fused = inference_form(model)
-    loaded = roundtrip(fused, ModelSpec(name=name, **SPEC), tmp_path / "m.safetensors", compacted=_is_sparse(model))
+    spec = ModelSpec(name=name, kwargs=KWARGS.get(name, {}), **SPEC)
+    loaded = roundtrip(fused, spec, tmp_path / "m.safetensors", compacted=_is_sparse(model))
     x = torch.randn(3, 2, 12, 20, 3)
     with torch.inference_mode():
         assert torch.equal(loaded(x), fused(x))  # same structure, same weights: bit for bit
