@@ -24,3 +24,27 @@ def ucla_path() -> Path:
     if not path.is_dir() or not any(path.glob("a*_s*_e*_v*.json")):
         pytest.skip(f"NW-UCLA not found at {path}: set SKELRAY_UCLA to the folder of aAA_sSS_eEE_vVV.json files")
     return path
+
+
+# -- the demo sweep (two trained trials) that ensemble, export and serve tests build on ------------
+# Built once per pytest session under the session's base temp folder, by whichever module needs
+# it first; later modules reuse the same folder.
+def _demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.getbasetemp() / "skelray-demo"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skelray.ensemble.demo import demo_experiment
+
+    return demo_experiment(_demo_root(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of both demo trials (unequal weights), exported once per session."""
+    from skelray.ensemble.demo import demo_bundle
+
+    return demo_bundle(_demo_root(tmp_path_factory))

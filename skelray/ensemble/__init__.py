@@ -9,4 +9,5 @@ from __future__ import annotations
 from skelray.ensemble.builder import EnsembleMember, EnsembleSpec, build_ensemble, ensemble_of
 from skelray.ensemble.combine import softmax, top_k, weighted_logits
 
-__all__ = ["EnsembleMember", "EnsembleSpec", "build_ensemble", "ensemble_of", "softmax", "top_k", "weighted_logits"]
+__all__ = ["EnsembleMember", "EnsembleSpec", "build_ensemble", "ensemble_of", "softmax", "top_k",
+           "weighted_logits"]

@@ -110,7 +110,8 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
             model=model.get("name") or row.get("config.model.name", "?"),
             stream=(info.get("preprocess") or {}).get("stream") or row.get("config.data.stream", "j"),
             pa_count=(model.get("kwargs") or {}).get("pa_count"),
-            sparsity=sparsity.get("level"), params=params, macs=_number(sizes.get("macs"), row.get("macs")) or 0.0,
+            sparsity=sparsity.get("level"), params=params,
+            macs=_number(sizes.get("macs"), row.get("macs")) or 0.0,
             latency_ms=latency, **logits))
     _check_same_clips(out)
     return out, skipped
@@ -121,6 +122,10 @@ def _check_same_clips(cands: list[Candidate]) -> None:
     if not cands:
         return
     ref = cands[0]
+    if len(ref.val_labels) == 0:
+        raise DataError("the trials saved no validation logits (an empty validation split)", where=ref.key,
+                        fix="choosing members needs validation clips: set data.split.val "
+                            "(or null for a hold-out)")
     for c in cands[1:]:
         for split in ("val", "test"):
             a, b = getattr(ref, f"{split}_labels"), getattr(c, f"{split}_labels")

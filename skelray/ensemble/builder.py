@@ -82,27 +82,32 @@ class EnsembleSpec(_Model):
     def load(cls, path: str | Path) -> EnsembleSpec:
         path = Path(path)
         if not path.is_file():
-            raise DataError("no such ensemble file", where=str(path), fix="write one with `skelray ensemble build`")
+            raise DataError("no such ensemble file", where=str(path),
+                            fix="write one with `skelray ensemble build`")
         try:
             doc = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"is not valid JSON ({exc.msg}, line {exc.lineno})", where=str(path)) from None
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
-            raise DataError(f"is not a skelray ensemble file (kind is {doc.get('kind') if isinstance(doc, dict) else None!r})",
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+            raise DataError(f"is not a skelray ensemble file (kind is {kind!r})",
                             where=str(path), fix="pass a file written by `skelray ensemble build`")
         if int(doc.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise DataError(f"schema_version {doc['schema_version']} is newer than this skelray reads ({SCHEMA_VERSION})",
+            raise DataError(f"schema_version {doc['schema_version']} is newer than this skelray reads "
+                            f"({SCHEMA_VERSION})",
                             where=f"{path}: schema_version", fix="upgrade skelray")
         try:
             return cls.model_validate(doc)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"])
-            raise DataError(err["msg"], where=f"{path}: {field}", fix="rebuild it with `skelray ensemble build`") from None
+            raise DataError(err["msg"], where=f"{path}: {field}",
+                            fix="rebuild it with `skelray ensemble build`") from None
 
 
 def _single(c: Candidate) -> Score:
-    return Score(key=c.key, val_top1=c.val_top1, val_nll=nll(c.val_logits, c.val_labels), test_top1=c.test_top1)
+    return Score(key=c.key, val_top1=c.val_top1, val_nll=nll(c.val_logits, c.val_labels),
+                 test_top1=c.test_top1)
 
 
 def _best(cands: list[Candidate]) -> Candidate:
@@ -110,7 +115,8 @@ def _best(cands: list[Candidate]) -> Candidate:
     return max(cands, key=lambda c: (c.val_top1, -nll(c.val_logits, c.val_labels)))
 
 
-def build_ensemble(sweep_dir: str | Path, *, budget_params: float | None = None, budget_ms: float | None = None,
+def build_ensemble(sweep_dir: str | Path, *, budget_params: float | None = None,
+                   budget_ms: float | None = None,
                    max_members: int | None = None, rounds: int | None = None,
                    refine: bool = False) -> EnsembleSpec:
     """Choose members and weights on validation under the budget (see the module docstring)."""
@@ -123,13 +129,15 @@ def build_ensemble(sweep_dir: str | Path, *, budget_params: float | None = None,
             raise ConfigError(f"must be positive, got {value}", where=name)
     cands, skipped = load_candidates(sweep_dir)
     if not cands:
-        raise DataError("has no finished trial with saved logits" + (f" ({'; '.join(skipped)})" if skipped else ""),
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise DataError(f"has no finished trial with saved logits{why}",
                         where=str(sweep_dir), fix="run the sweep to completion (`skelray sweep resume`)")
     budget = Budget(params=budget_params, latency_ms=budget_ms, max_members=max_members)
     fitting = [c for c in cands if budget.fits([c])]
     if not fitting:
         small = min(cands, key=lambda c: c.params if budget_params is not None else c.latency_ms)
-        what = (f"{small.params:,.0f} parameters" if budget_params is not None else f"{small.latency_ms:.2f} ms")
+        what = (f"{small.params:,.0f} parameters" if budget_params is not None
+                else f"{small.latency_ms:.2f} ms")
         raise ConfigError(f"no trial fits the budget: the smallest, {small.key}, has {what}",
                           where="--budget-params" if budget_params is not None else "--budget-ms",
                           fix="raise the budget")
@@ -140,7 +148,8 @@ def build_ensemble(sweep_dir: str | Path, *, budget_params: float | None = None,
     if refine:
         new = refine_weights(cands, weights)
         refined, weights = new != weights, new
-    return _spec(sweep_dir, cands, fitting, weights, sel.counts, budget, skipped, refined=refined, trace=sel.trace)
+    return _spec(sweep_dir, cands, fitting, weights, sel.counts, budget, skipped, refined=refined,
+                 trace=sel.trace)
 
 
 def ensemble_of(sweep_dir: str | Path, weights: dict[str, float]) -> EnsembleSpec:
@@ -164,7 +173,8 @@ def ensemble_of(sweep_dir: str | Path, weights: dict[str, float]) -> EnsembleSpe
 def find_candidate(cands: list[Candidate], name: str) -> int:
     """The index of the trial named ``name`` (key, trial name or unique prefix of either)."""
     exact = [i for i, c in enumerate(cands) if name in (c.key, c.trial_name)]
-    hits = exact or [i for i, c in enumerate(cands) if c.trial_name.startswith(name) or c.key.startswith(name)]
+    hits = exact or [i for i, c in enumerate(cands)
+                     if c.trial_name.startswith(name) or c.key.startswith(name)]
     if len(hits) == 1:
         return hits[0]
     known = ", ".join(c.trial_name for c in cands) or "none"

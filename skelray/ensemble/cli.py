@@ -21,7 +21,8 @@ def print_ensemble(spec, out: Console | None = None) -> None:
     out = out or console
     table = Table(title=f"ensemble of {len(spec.members)} from {spec.experiment}")
     for col, justify in (("member", "left"), ("stream", "left"), ("PA", "right"), ("sparsity", "right"),
-                         ("weight", "right"), ("params", "right"), ("ms (b1)", "right"), ("val top-1", "right"),
+                         ("weight", "right"), ("params", "right"), ("ms (b1)", "right"),
+                         ("val top-1", "right"),
                          ("test top-1", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for m in spec.members:
@@ -40,7 +41,8 @@ def print_ensemble(spec, out: Console | None = None) -> None:
                     _pct(spec.best_single.test_top1), "", "")
     if spec.best_single_in_budget.key != spec.best_single.key:
         summary.add_row(f"best single in budget ({spec.best_single_in_budget.key})",
-                        _pct(spec.best_single_in_budget.val_top1), _pct(spec.best_single_in_budget.test_top1), "", "")
+                        _pct(spec.best_single_in_budget.val_top1),
+                        _pct(spec.best_single_in_budget.test_top1), "", "")
     out.print(summary)
     for line in spec.skipped:
         out.print(f"[yellow]left out[/] {line}")
@@ -67,10 +69,13 @@ def _member_weights(items: list[str]) -> dict[str, float]:
 def build_command(
     experiment: Path = typer.Argument(..., help="The sweep folder (holds results/ and run-0/)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write ENSEMBLE.json."),
-    budget_params: float = typer.Option(None, "--budget-params", help="Most total parameters of the members."),
-    budget_ms: float = typer.Option(None, "--budget-ms", help="Most summed batch-1 latency (ms) of the members."),
+    budget_params: float = typer.Option(None, "--budget-params",
+                                        help="Most total parameters of the members."),
+    budget_ms: float = typer.Option(None, "--budget-ms",
+                                    help="Most summed batch-1 latency (ms) of the members."),
     max_members: int = typer.Option(None, "--max-members", help="Most distinct members."),
-    rounds: int = typer.Option(None, "--rounds", help="Greedy selection rounds (default 3 per trial, 10..100)."),
+    rounds: int = typer.Option(None, "--rounds",
+                               help="Greedy selection rounds (default 3 per trial, 10..100)."),
     refine: bool = typer.Option(False, "--refine", help="Fit the weights on validation after selection."),
     member: list[str] = typer.Option(None, "--member", help="Skip selection: score these trials instead, "
                                      "as TRIAL or TRIAL@WEIGHT (repeat the option)."),

@@ -16,14 +16,17 @@ NAME = "ensemble-demo"
 WEIGHTS = {"t00000": 0.6, "t00001": 0.4}
 
 
-def demo_sweep_spec(name: str, storage: str | Path, *, epochs: int = 2, num_per_class: int = 16) -> dict[str, Any]:
+def demo_sweep_spec(name: str, storage: str | Path, *, epochs: int = 2,
+                    num_per_class: int = 16) -> dict[str, Any]:
     return {
         "name": name,
-        "data": {"format": "synthetic", "layout": "kinect_v1_20", "num_classes": 4, "num_per_class": num_per_class,
+        "data": {"format": "synthetic", "layout": "kinect_v1_20", "num_classes": 4,
+                 "num_per_class": num_per_class,
                  "frames": 8, "persons": 1, "split": {"train": "train", "val": "val", "test": "test"}},
         "model": {"name": "hpigcn_rp", "kwargs": {"pa_count": 1}},
         # AdamW at a small rate keeps logits moderate after two epochs (SGD at 0.05 can reach 1e6).
-        "train": {"epochs": epochs, "batch_size": 8, "optimizer": "adamw", "lr": 0.002, "latency_batches": [1]},
+        "train": {"epochs": epochs, "batch_size": 8, "optimizer": "adamw", "lr": 0.002,
+                  "latency_batches": [1]},
         "search": {"model.kwargs.pa_count": {"grid": [1, 2]},
                    "data.stream": {"depends": "model.kwargs.pa_count", "map": {1: "j", 2: "b"}}},
         "resources": {"cpu": 1},

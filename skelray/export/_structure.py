@@ -27,9 +27,13 @@ def build_structure(spec: ModelSpec) -> nn.Module:
     from skelray.models import create_model
     from skelray.train.measure import inference_form
 
-    model = create_model(spec.name, num_classes=spec.num_classes, layout=spec.layout,
-                         in_channels=spec.in_channels, num_persons=spec.num_persons, **spec.kwargs)
-    return inference_form(model.eval())
+    # Seeded: a model that is sparse as created compacts its fresh masks, and export and load
+    # must get the same tree for the recorded size overrides to apply.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(spec.name, num_classes=spec.num_classes, layout=spec.layout,
+                             in_channels=spec.in_channels, num_persons=spec.num_persons, **spec.kwargs)
+        return inference_form(model.eval())
 
 
 def state_tensors(module: nn.Module) -> dict[str, Tensor]:
@@ -45,7 +49,8 @@ def _plain(value: object) -> bool:
 
 
 def _attributes(module: nn.Module) -> dict[str, dict[str, object]]:
-    return {name: {k: v for k, v in vars(sub).items() if not k.startswith("_") and k != "training" and _plain(v)}
+    return {name: {k: v for k, v in vars(sub).items()
+                   if not k.startswith("_") and k != "training" and _plain(v)}
             for name, sub in module.named_modules()}
 
 
@@ -71,7 +76,8 @@ def _apply_overrides(module: nn.Module, overrides: Mapping[str, Mapping[str, obj
                               fix="re-export the bundle with this skelray version") from None
         for key, value in attrs.items():
             current = getattr(sub, key, None)
-            setattr(sub, key, tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value)
+            setattr(sub, key,
+                    tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value)
 
 
 def _adopt_shapes(module: nn.Module, shapes: Mapping[str, torch.Size]) -> None:

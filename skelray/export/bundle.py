@@ -35,10 +35,12 @@ def ensure_layout(manifest: Manifest) -> None:
     known = get_layout(manifest.layout)
     if (known.joints, known.edges) != (stored.joints, stored.edges):
         raise BundleError(f"layout '{manifest.layout}' here differs from the one the bundle was trained on",
-                          where="manifest.json: layout_def", fix="serve with the skelray version that exported it")
+                          where="manifest.json: layout_def",
+                          fix="serve with the skelray version that exported it")
 
 
-def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu", verify: bool = True) -> nn.Module:
+def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu",
+                verify: bool = True) -> nn.Module:
     """One member's fused model, in eval mode, from its safetensors file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -56,7 +58,8 @@ def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu", ve
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
-        raise BundleError(f"is not a readable safetensors file ({exc})", where=where, fix="re-export the bundle") from None
+        raise BundleError(f"is not a readable safetensors file ({exc})", where=where,
+                          fix="re-export the bundle") from None
     module = build_structure(member.model)
     load_state(module, tensors, where=where, allow_reshape=member.compacted, overrides=member.structure)
     return module.to(device).eval()

@@ -12,12 +12,14 @@ console = Console()
 
 
 def export_command(
-    source: Path = typer.Argument(..., help="An ENSEMBLE.json from `skelray ensemble build`, or a sweep folder."),
+    source: Path = typer.Argument(...,
+                                  help="An ENSEMBLE.json from `skelray ensemble build`, or a sweep folder."),
     output: Path = typer.Option(..., "-o", "--output", help="The bundle folder to write."),
-    trial: str = typer.Option(None, "--trial", help="With a sweep folder: the trial to export (name or prefix)."),
+    trial: str = typer.Option(None, "--trial",
+                              help="With a sweep folder: the trial to export (name or prefix)."),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest allowed |fused - trained| logit."),
     check_data: bool = typer.Option(True, "--check-data/--no-check-data",
-                                    help="Also compare on the sweep's validation clips when they can be read."),
+                                    help="Also compare on the sweep's validation clips if readable."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
 ) -> None:
     """Fuse (and compact) each member, check it against its training form, write the bundle."""
@@ -25,11 +27,14 @@ def export_command(
 
     manifest = export_bundle(source, output, trial=trial, tolerance=tolerance, check_data=check_data,
                              overwrite=overwrite)
-    table = Table(title=f"bundle {output} ({len(manifest.members)} member(s), {manifest.num_classes} classes)")
-    for col in ("member", "model", "stream", "weight", "params", "MACs/clip", "max |fused - trained|", "checked on"):
+    table = Table(title=f"bundle {output} ({len(manifest.members)} member(s), "
+                        f"{manifest.num_classes} classes)")
+    for col in ("member", "model", "stream", "weight", "params", "MACs/clip", "max |fused - trained|",
+                "checked on"):
         table.add_column(col)
     for m in manifest.members:
         table.add_row(m.name, m.model.name, m.stream, f"{m.weight:.3f}", f"{m.params:,}", f"{m.macs:,}",
-                      f"{m.check.max_abs_diff:.2e}", ", ".join(f"{k} x{n}" for k, n in m.check.inputs.items()))
+                      f"{m.check.max_abs_diff:.2e}",
+                      ", ".join(f"{k} x{n}" for k, n in m.check.inputs.items()))
     console.print(table)
     console.print(f"next: skelray serve {output}")

@@ -46,7 +46,8 @@ class CheckInfo(_Model):
     """The export-time comparison of the fused form with the training form."""
 
     max_abs_diff: float  # largest |fused - trained| logit over every input below
-    logit_scale: float  # largest |trained| logit: the check passes if max_abs_diff <= tolerance * max(1, this)
+    # largest |trained| logit: the check passes if max_abs_diff <= tolerance * max(1, this)
+    logit_scale: float
     tolerance: float
     inputs: dict[str, int]  # input kind ("random", "synthetic", "val") -> clips compared
     per_input: dict[str, float] = Field(default_factory=dict)  # input kind -> its largest |fused - trained|
@@ -66,7 +67,8 @@ class MemberSpec(_Model):
     latency_ms_b1: float | None = None  # measured by the trial
     sparsity: dict[str, Any] | None = None  # the trial's sparsity config; None = dense
     compacted: bool = False  # sparse: tensor shapes may differ from create_model's (channels removed)
-    structure: dict[str, dict[str, Any]] = Field(default_factory=dict)  # module path -> sizes compaction changed
+    # module path -> the sizes compaction changed there (set again on load)
+    structure: dict[str, dict[str, Any]] = Field(default_factory=dict)
     weights_file: str  # relative to the bundle folder
     sha256: str  # of the weights file
     check: CheckInfo
@@ -100,7 +102,8 @@ def read_manifest(bundle: str | Path) -> Manifest:
     root = Path(bundle)
     path = root / MANIFEST
     if not root.is_dir():
-        raise BundleError("is not a bundle folder", where=str(root), fix="pass the folder `skelray export -o` wrote")
+        raise BundleError("is not a bundle folder", where=str(root),
+                          fix="pass the folder `skelray export -o` wrote")
     if not path.is_file():
         raise BundleError("has no manifest.json", where=str(root),
                           fix="re-export it with `skelray export ... -o DIR`")
@@ -112,7 +115,8 @@ def read_manifest(bundle: str | Path) -> Manifest:
         raise BundleError("must hold a JSON object", where=str(path), fix="re-export the bundle")
     version = doc.get("schema_version")
     if not isinstance(version, int):
-        raise BundleError(f"schema_version must be an integer, got {version!r}", where=f"{path}: schema_version",
+        raise BundleError(f"schema_version must be an integer, got {version!r}",
+                          where=f"{path}: schema_version",
                           fix="re-export the bundle")
     if version > SCHEMA_VERSION:
         raise BundleError(f"schema_version {version} is newer than this skelray reads ({SCHEMA_VERSION})",

@@ -51,16 +51,18 @@ def _slug(text: str) -> str:
 
 def _sources(source: Path, trial: str | None) -> tuple[Path, list[_Source], dict[str, Any], dict[str, Any]]:
     """(experiment folder, members, manifest.source, ensemble metrics) for an ENSEMBLE.json or a trial."""
-    from skelray.ensemble.builder import EnsembleSpec, find_candidate
     from skelray.ensemble._candidates import load_candidates
+    from skelray.ensemble.builder import EnsembleSpec, find_candidate
 
     if source.is_file():
         if trial is not None:
-            raise ConfigError("--trial applies to an experiment folder, not an ensemble file", where="--trial",
+            raise ConfigError("--trial applies to an experiment folder, not an ensemble file",
+                              where="--trial",
                               fix="drop --trial, or pass the experiment folder instead")
         spec = EnsembleSpec.load(source)
         exp = Path(spec.experiment)
-        members = [_Source(m.key, exp / m.checkpoint, m.weight, {"val_top1": m.val_top1, "test_top1": m.test_top1},
+        members = [_Source(m.key, exp / m.checkpoint, m.weight,
+                           {"val_top1": m.val_top1, "test_top1": m.test_top1},
                            m.latency_ms) for m in spec.members]
         metrics = {"val_top1": spec.ensemble.val_top1, "test_top1": spec.ensemble.test_top1}
         return exp, members, {"experiment": str(exp), "ensemble_file": str(source.resolve())}, metrics
@@ -95,11 +97,13 @@ def _val_clips(src: _Source) -> tuple[list[np.ndarray], np.ndarray] | None:
     return (list(val.clips[:n]), saved[:n]) if n else None
 
 
-def _check_inputs(pp, in_channels: int, num_joints: int, val: list[np.ndarray] | None) -> dict[str, np.ndarray]:
+def _check_inputs(pp: Any, in_channels: int, num_joints: int,
+                  val: list[np.ndarray] | None) -> dict[str, np.ndarray]:
     from skelray.data.synthetic import synthetic
 
     gen = np.random.default_rng(0)
-    inputs = {"random": gen.standard_normal((4, pp.persons, pp.frames, num_joints, in_channels)).astype(np.float32)}
+    inputs = {"random": gen.standard_normal((4, pp.persons, pp.frames, num_joints,
+                                             in_channels)).astype(np.float32)}
     if in_channels in (2, 3):
         # Clips a little longer than the model's frames, so sampling picks frames as it would.
         ds = synthetic(num_classes=4, num_per_class=2, layout=pp.layout, frames=pp.frames + 3, seed=1,
@@ -136,7 +140,8 @@ def _layout_def(name: str) -> dict[str, Any]:
     from skelray.data.layouts import get_layout
 
     lay = get_layout(name)
-    return {"name": lay.name, "joints": list(lay.joints), "edges": [list(e) for e in lay.edges], "center": lay.center,
+    return {"name": lay.name, "joints": list(lay.joints), "edges": [list(e) for e in lay.edges],
+            "center": lay.center,
             **({"align_z": list(lay.align_z)} if lay.align_z else {}),
             **({"align_x": list(lay.align_x)} if lay.align_x else {})}
 
@@ -154,7 +159,8 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
 
     if not (src.checkpoint / "trial.json").is_file():
         raise BundleError("has no trial.json", where=str(src.checkpoint),
-                          fix="export from a sweep written by this skelray version (checkpoints hold trial.json)")
+                          fix="export from a sweep written by this skelray version "
+                              "(its checkpoints hold trial.json)")
     trained, info = model_from_checkpoint(src.checkpoint)
     m = info["model"]
     fields = {**info["preprocess"], "rotate_degrees": 0.0, "scale": None}  # serving never augments
@@ -176,13 +182,16 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
     worst = max(diffs.values())
     if not worst <= tolerance * max(1.0, scale):  # "not <=" also catches NaN
         raise BundleError(f"member {name}: the fused form differs from the training form by {worst:.3g} "
-                          f"(tolerance {tolerance:g} x max(1, |logit| {scale:.3g}))", where=str(src.checkpoint),
-                          fix="a block's fuse() is not exact for this model; report it, or pass a larger --tolerance")
+                          f"(tolerance {tolerance:g} x max(1, |logit| {scale:.3g}))",
+                          where=str(src.checkpoint),
+                          fix="a block's fuse() is not exact for this model; report it, "
+                              "or pass a larger --tolerance")
     val_diff = float(np.abs(outs["val"] - val[1]).max()) if val else None
     params, macs = profile(served, (1, pp.persons, pp.frames, inputs["random"].shape[3], m["in_channels"]))
     spec = MemberSpec(
         name=name, trial=src.trial, model=model, stream=pp.stream, preprocess=dataclasses.asdict(pp),
-        weight=src.weight, metrics=src.metrics, params=int(params), macs=int(macs), latency_ms_b1=src.latency_ms,
+        weight=src.weight, metrics=src.metrics, params=int(params), macs=int(macs),
+        latency_ms_b1=src.latency_ms,
         sparsity=m.get("sparsity"), compacted=compacted, structure=structure, weights_file=rel,
         sha256=hashlib.sha256((out / rel).read_bytes()).hexdigest(),
         check=CheckInfo(max_abs_diff=worst, logit_scale=scale, tolerance=tolerance,
@@ -199,7 +208,8 @@ def export_bundle(source: str | Path, output: str | Path, *, trial: str | None =
 
     source, output = Path(source), Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ConfigError("exists and is not empty", where=str(output), fix="choose a new folder or pass --overwrite")
+        raise ConfigError("exists and is not empty", where=str(output),
+                          fix="choose a new folder or pass --overwrite")
     _, sources, origin, metrics = _sources(source, trial)
     output.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and moved into place at the end: a failed export leaves no half bundle.
@@ -221,7 +231,8 @@ def export_bundle(source: str | Path, output: str | Path, *, trial: str | None =
         classes = infos[0].get("class_names") or [str(c) for c in range(first.num_classes)]
         manifest = Manifest(
             name=name or output.name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            skelray_version=__version__, source=origin, layout=first.layout, layout_def=_layout_def(first.layout),
+            skelray_version=__version__, source=origin, layout=first.layout,
+            layout_def=_layout_def(first.layout),
             num_joints=len(_layout_def(first.layout)["joints"]), in_channels=first.in_channels,
             frames=max(int(m.preprocess["frames"]) for m in members),
             persons=max(int(m.preprocess["persons"]) for m in members),

@@ -33,7 +33,8 @@ SHAPE_HELP = "send [M persons][T frames][V joints][C channels]; wrap one person'
 class RequestError(SkelrayError):
     """A bad request: ``status`` is the HTTP code to answer with (400, 413, 415 or 422)."""
 
-    def __init__(self, status: int, message: str, *, where: str | None = None, fix: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, where: str | None = None,
+                 fix: str | None = None) -> None:
         self.status = status
         super().__init__(message, where=where, fix=fix)
 
@@ -63,7 +64,8 @@ def check_length(content_length: str | None, limits: Limits) -> None:
     try:
         size = int(content_length)
     except ValueError:
-        raise RequestError(400, f"Content-Length '{content_length}' is not a number", where="Content-Length") from None
+        raise RequestError(400, f"Content-Length '{content_length}' is not a number",
+                           where="Content-Length") from None
     if size > limits.max_body_bytes:
         raise too_large(size, limits)
 
@@ -93,7 +95,8 @@ def _top_k(value: Any, limits: Limits, where: str) -> int:
     except (TypeError, ValueError):
         raise RequestError(422, f"top_k must be an integer, got {value!r}", where=where) from None
     if isinstance(value, float) and value != k or not 1 <= k <= limits.num_classes:
-        raise RequestError(422, f"top_k must be an integer from 1 to {limits.num_classes}, got {value!r}", where=where)
+        raise RequestError(422, f"top_k must be an integer from 1 to {limits.num_classes}, got {value!r}",
+                           where=where)
     return k
 
 
@@ -110,8 +113,10 @@ def _from_json(body: bytes) -> tuple[list[tuple[str, np.ndarray]], Any]:
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) \
-            else "not UTF-8 text"
+        if isinstance(exc, json.JSONDecodeError):
+            detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        else:
+            detail = "not UTF-8 text"
         raise RequestError(400, f"the body is not valid JSON ({detail})", where="body") from None
     if not isinstance(doc, dict):
         raise RequestError(422, f"the JSON body must be an object, got {type(doc).__name__}", where="body",
@@ -164,7 +169,8 @@ def _from_arrow(body: bytes) -> list[tuple[str, np.ndarray]]:
     for col in ("keypoints", "shape"):
         if col not in table.column_names:
             raise RequestError(422, f"the Arrow table has no '{col}' column", where=col,
-                               fix="one row per sequence: keypoints (flattened list of numbers), shape [M, T, V, C]")
+                               fix="one row per sequence: keypoints (flattened list of numbers), "
+                                   "shape [M, T, V, C]")
     out = []
     shapes = table.column("shape").to_pylist()
     values = table.column("keypoints").combine_chunks()
@@ -190,9 +196,11 @@ def check_sequence(arr: np.ndarray, where: str, limits: Limits) -> np.ndarray:
     m, t, v, c = arr.shape
     if v != limits.num_joints:
         raise RequestError(422, f"has {v} joints per frame, the bundle's layout {limits.layout} has "
-                                f"{limits.num_joints}", where=where, fix="send the joints in the layout's order")
+                                f"{limits.num_joints}", where=where,
+                                fix="send the joints in the layout's order")
     if c != limits.in_channels:
-        raise RequestError(422, f"has {c} channels per joint, the models take {limits.in_channels}", where=where)
+        raise RequestError(422, f"has {c} channels per joint, the models take {limits.in_channels}",
+                           where=where)
     if m < 1 or t < 1:
         raise RequestError(422, f"has {m} persons and {t} frames; both must be at least 1", where=where)
     if m > limits.max_persons:
@@ -204,7 +212,8 @@ def check_sequence(arr: np.ndarray, where: str, limits: Limits) -> np.ndarray:
     finite = np.isfinite(arr)
     if not finite.all():
         p, f, j, _ = np.argwhere(~finite)[0]
-        raise RequestError(422, f"has a NaN or infinite value at person {p}, frame {f}, joint {j}", where=where,
+        raise RequestError(422, f"has a NaN or infinite value at person {p}, frame {f}, joint {j}",
+                           where=where,
                            fix="drop or interpolate missing joints before sending")
     return np.ascontiguousarray(arr, dtype=np.float32)
 

@@ -34,7 +34,8 @@ def app(args: dict[str, Any]) -> Application:
     # Read here, on the driver, so a bad bundle fails the deploy instead of every replica.
     manifest = read_manifest(bundle)
     options = {p.name: p.options for p in plan(opts, manifest)}
-    members = {m.name: Member.options(name=m.name, **options[m.name]).bind(bundle, m.name, opts.verify_weights)
+    members = {m.name: Member.options(name=m.name, **options[m.name]).bind(bundle, m.name,
+                                                                           opts.verify_weights)
                for m in manifest.members}
     preprocess = Preprocess.options(name=PREPROCESS, **options[PREPROCESS]).bind(bundle)
     ensemble = Ensemble.options(name=ENSEMBLE, **options[ENSEMBLE]).bind(bundle, members)

@@ -31,13 +31,23 @@ app = typer.Typer(cls=_RunByDefault, no_args_is_help=True)
 console = Console()
 
 
-def _args(bundle: Path, replicas: int, max_batch_size: int, batch_wait_ms: float, num_cpus: float,
-          num_gpus: float, health_check_period_s: float) -> Any:
+def _args(bundle: Path, config: Path | None, **flags: Any) -> Any:
+    """ServeArgs from an optional YAML/JSON file of its fields, then the flags given on top."""
+    import yaml
+
     from skelray.serve.config import ServeArgs
 
-    return ServeArgs.parse({"bundle": str(bundle), "replicas": replicas, "max_batch_size": max_batch_size,
-                            "batch_wait_ms": batch_wait_ms, "num_cpus": num_cpus, "num_gpus": num_gpus,
-                            "health_check_period_s": health_check_period_s})
+    values: dict[str, Any] = {}
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError("no such file", where=str(config), fix="pass a YAML file of serve settings")
+        values = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError("must hold a mapping of serve settings", where=str(config),
+                              fix="e.g. members: {m0-...: {replicas: 2}}, "
+                                  "autoscaling: {min_replicas: 1, max_replicas: 4}")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return ServeArgs.parse({**values, "bundle": str(bundle)})
 
 
 def _print_plan(args: Any) -> None:
@@ -59,12 +69,17 @@ def _print_plan(args: Any) -> None:
 
 
 _BUNDLE = typer.Argument(..., help="The bundle folder `skelray export -o` wrote.")
-_REPLICAS = typer.Option(1, "--replicas", help="Replicas per member.")
-_BATCH = typer.Option(16, "--max-batch-size", help="Clips per batched forward pass (1: no batching).")
-_WAIT = typer.Option(5.0, "--batch-wait-ms", help="How long a partial batch waits for more clips.")
-_CPUS = typer.Option(1.0, "--num-cpus", help="CPUs per member replica.")
-_GPUS = typer.Option(0.0, "--num-gpus", help="GPUs per member replica.")
-_HEALTH = typer.Option(10.0, "--health-check-period-s", help="Seconds between replica health checks.")
+_CONFIG = typer.Option(None, "--config",
+                       help="YAML of serve settings (skelray.serve.ServeArgs fields: per-member "
+                       "replicas, autoscaling, CPUs/GPUs, batching, limits); flags override it.")
+_REPLICAS = typer.Option(None, "--replicas", help="Replicas per member [default: 1].")
+_BATCH = typer.Option(None, "--max-batch-size",
+                      help="Clips per batched forward pass; 1: no batching [default: 16].")
+_WAIT = typer.Option(None, "--batch-wait-ms",
+                     help="How long a partial batch waits for more clips [default: 5].")
+_CPUS = typer.Option(None, "--num-cpus", help="CPUs per member replica [default: 1].")
+_GPUS = typer.Option(None, "--num-gpus", help="GPUs per member replica [default: 0].")
+_HEALTH = typer.Option(None, "--health-check-period-s", help="Seconds between health checks [default: 10].")
 
 
 @app.command("run")
@@ -72,13 +87,16 @@ def run_command(
     bundle: Path = _BUNDLE,
     host: str = typer.Option("127.0.0.1", "--host", help="Address the HTTP proxy listens on."),
     port: int = typer.Option(8000, "--port", help="Port the HTTP proxy listens on."),
-    replicas: int = _REPLICAS, max_batch_size: int = _BATCH, batch_wait_ms: float = _WAIT,
+    config: Path = _CONFIG, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
+    batch_wait_ms: float = _WAIT,
     num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
     address: str = typer.Option(None, "--address", help="A running Ray cluster (default: start one here)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the bundle and print the deployments only."),
 ) -> None:
     """Serve BUNDLE over HTTP until Ctrl-C: POST /v1/predict, GET /v1/models, GET /healthz."""
-    args = _args(bundle, replicas, max_batch_size, batch_wait_ms, num_cpus, num_gpus, health_check_period_s)
+    args = _args(bundle, config, replicas=replicas, max_batch_size=max_batch_size,
+                 batch_wait_ms=batch_wait_ms,
+                 num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s)
     _print_plan(args)
     if dry_run:
         return
@@ -125,7 +143,8 @@ def build_command(
     bundle_path: str = typer.Option(None, "--bundle-path",
                                     help="Where the cluster's nodes find the bundle, if not this path."),
     host: str = typer.Option("0.0.0.0", "--host"), port: int = typer.Option(8000, "--port"),
-    replicas: int = _REPLICAS, max_batch_size: int = _BATCH, batch_wait_ms: float = _WAIT,
+    config: Path = _CONFIG, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
+    batch_wait_ms: float = _WAIT,
     num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
 ) -> None:
     """Write a Serve config (import_path skelray.serve:app) for `serve deploy` or a RayService."""
@@ -133,10 +152,13 @@ def build_command(
 
     from skelray.serve.config import serve_config
 
-    args = _args(bundle, replicas, max_batch_size, batch_wait_ms, num_cpus, num_gpus, health_check_period_s)
+    args = _args(bundle, config, replicas=replicas, max_batch_size=max_batch_size,
+                 batch_wait_ms=batch_wait_ms,
+                 num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s)
     config = serve_config(args, host=host, port=port, bundle_path=bundle_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("# Serve config for a skelray bundle, written by `skelray serve build`.\n"
                       + yaml.safe_dump(config, sort_keys=False))
     _print_plan(args)
-    console.print(f"wrote {output}; deploy with `serve deploy {output}` or embed it as a RayService's serveConfigV2")
+    console.print(f"wrote {output}; deploy it with `serve deploy {output}`, "
+                  "or embed it as a RayService's serveConfigV2")

@@ -1,11 +1,11 @@
 """The deployments behind the HTTP ingress: Preprocess -> members -> Ensemble.
 
-``Ingress`` (FastAPI, in ``ingress.py``) checks the request and hands the clips to ``Preprocess``, which builds
-every stream the members need (``skelray.data.Preprocess``, the code training used); its
-result goes straight on to ``Ensemble`` (Serve passes the response along without Ingress
-holding the arrays), which sends each clip's stream to its members, one deployment per
-member with ``@serve.batch`` dynamic batching, and combines their logits with the manifest's
-weights (``skelray.ensemble.combine``, the offline definition).
+``Ingress`` (FastAPI, in ``ingress.py``) checks the request and hands the clips to
+``Preprocess``, which builds every stream the members need (``skelray.data.Preprocess``, the
+code training used); its result goes straight on to ``Ensemble`` (Serve passes the response
+along without Ingress holding the arrays), which sends each clip's stream to its members, one
+deployment per member with ``@serve.batch`` dynamic batching, and combines their logits with
+the manifest's weights (``skelray.ensemble.combine``, the offline definition).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from skelray.errors import SkelrayError
 from skelray.export.manifest import read_manifest
 from skelray.serve._requests import Limits, RequestError, check_length, parse_body, read_body
 from skelray.serve.deployments import HEALTH_TIMEOUT_S, awaitable
@@ -48,6 +49,8 @@ class Ingress:
         try:
             # The preprocess response is passed on unresolved: its arrays go to Ensemble directly.
             result = await self.ensemble.remote(self.preprocess.remote(clips), k)
+        except SkelrayError as exc:  # raised downstream by a check on the data (Ray re-raises its type)
+            return JSONResponse({"error": str(exc), "field": exc.where, "status": 422}, status_code=422)
         except Exception as exc:  # noqa: BLE001 - a dead or failing replica must not take Ingress down
             logger.warning("predict failed: %s: %s", type(exc).__name__, exc)
             return JSONResponse({"error": f"the model is unavailable ({type(exc).__name__}); retry shortly",

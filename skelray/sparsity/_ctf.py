@@ -10,8 +10,11 @@ factor one tap across all inputs; the entry factors only matter where the coarse
 the block, which is the "fine pruning only where coarse pruning kept it" rule, obtained by the
 product rather than by bookkeeping. The budget term ``lambda * (sum(mask) - B)^2 / N`` (B the
 connections to keep, N all connections; dividing by N once keeps lambda independent of the
-model's size) pulls the masks to the budget, and the temperature T is annealed from about 1
-towards 0 so each factor ends crisp: 0 or 1.
+model's size) pulls the masks to the budget, and the temperature T is annealed geometrically
+from its start to its end value; at the end value the masks are the T -> 0 limit, exactly 0
+or 1, and training goes on with them. Gradients always use T no lower than 1 (a "floor"):
+with the annealed T, a factor far from 0, and every factor multiplied by a factor at 0, would
+get no gradient, and a budget missed when the masks froze could never be made up.
 
 How a trainer uses it (the sweep trial already does, through ``sparsify(granularity="ctf")``):
 
@@ -19,9 +22,11 @@ How a trainer uses it (the sweep trial already does, through ``sparsify(granular
     loss = task_loss + ctf_loss(model)         # or sparsity.penalty(model), which includes it
     anneal(model, progress)                    # progress 0 -> 1 over training (per step or epoch)
 
-``on_epoch_start(model, epoch)`` anneals per epoch when the model was given a schedule. Adam
-suits the mask logits best: their gradients differ by orders of magnitude between the coarse
-and fine factors, which Adam's per-parameter scaling absorbs.
+``on_epoch_start(model, epoch)`` anneals per epoch when the model was given a schedule (the
+budget term is off during its warm-up; T reaches its end value at the last ramp epoch, so
+leave epochs after the ramp to train with the crisp masks). Adam suits the mask logits best:
+their gradients differ by orders of magnitude between the coarse and fine factors, which
+Adam's per-parameter scaling absorbs; with SGD the budget lands within a few percent.
 """
 
 from __future__ import annotations
@@ -34,9 +39,6 @@ from torch import Tensor, nn
 from skelray.errors import ConfigError
 from skelray.sparsity._masks import FollowerMask, attach, channel_links, mask_targets
 from skelray.sparsity._schedule import Schedule
-
-FACTORS = ("channel", "column", "row", "entry")
-
 
 class CTFMask(nn.Module):
     """Parametrization of a conv (or linear) weight with coarse-to-fine factor masks."""
@@ -57,47 +59,62 @@ class CTFMask(nn.Module):
         self.score_entry = logits(o, i, k)
         object.__setattr__(self, "_state", None)
 
-    def _product(self, f) -> Tensor:
+    def logits(self) -> tuple[Tensor, ...]:
+        return self.score_channel, self.score_column, self.score_row, self.score_entry
+
+    def _coarse(self, f) -> Tensor:
+        """Channel x column x row factors, (O, I, K)."""
         c = f(self.score_channel).repeat(self.repeat)
-        return c[:, None, None] * f(self.score_column)[:, None, :] * f(self.score_row)[:, :, None] \
-            * f(self.score_entry)
+        return c[:, None, None] * f(self.score_column)[:, None, :] * f(self.score_row)[:, :, None]
 
-    def _blend(self, fn) -> Tensor:
-        """``fn(f)`` with f the annealed factor; below the gradient floor the value stays
-        annealed but the gradient is that of the floor temperature.
+    def coarse_keep(self) -> Tensor:
+        with torch.no_grad():
+            return self._coarse(lambda a: (a > 0).to(a.dtype)) > 0
 
-        Without the floor a factor far from 0 stops learning as T shrinks, and so does every
-        factor multiplied by one at 0: a budget missed once the masks froze could never be made
-        up. Once annealing is over (T at its end value) the value is the T -> 0 limit, exactly
-        0 or 1, so the masks end crisp and training goes on with the masks it will deploy.
+    def full_mask(self, hard: bool = False) -> Tensor:
+        """The (O, I, K) mask in force: the product of the four factors.
+
+        ``hard``: the T -> 0 limit (what ``compact`` bakes and ``report`` counts). Below the
+        gradient floor the value is the annealed one but the gradient that of the floor
+        temperature: with the annealed T a factor far from 0, and every factor multiplied by
+        one at 0, would stop learning, and a budget missed once the masks froze could never
+        be made up. At the end temperature the value is exactly 0/1, the entry cut placed so
+        the kept count is the budget (see ``CTFState.entry_cut``).
         """
         state = self._state
         t, floor = float(state.temperature), state.grad_temperature
-        if t >= floor:
-            return fn(lambda a: torch.sigmoid(a / t))
-        if t <= state.temperatures[1]:
-            value = fn(lambda a: (a.detach() > 0).to(a.dtype))
-        else:
-            value = fn(lambda a: torch.sigmoid(a.detach() / t))
-        surrogate = fn(lambda a: torch.sigmoid(a / floor))
-        return value + (surrogate - surrogate.detach())
-
-    def full_mask(self, hard: bool = False) -> Tensor:
-        """The (O, I, K) mask: product of the four factors (``hard``: their T -> 0 limit)."""
+        crisp = state.crisp()
+        cut = state.entry_cut() if crisp else 0.0
         if hard:
             with torch.no_grad():
-                return self._product(lambda a: (a > 0).to(a.dtype))
-        return self._blend(self._product)
+                return self._coarse(lambda a: (a > 0).to(a.dtype)) * (self.score_entry > cut).to(self.score_entry.dtype)
+        if t >= floor:
+            return self._coarse(lambda a: torch.sigmoid(a / t)) * torch.sigmoid(self.score_entry / t)
+        if crisp:
+            value = self.full_mask(hard=True)
+        else:
+            value = (self._coarse(lambda a: torch.sigmoid(a.detach() / t))
+                     * torch.sigmoid(self.score_entry.detach() / t))
+        shift = cut if math.isfinite(cut) else 0.0
+        surrogate = self._coarse(lambda a: torch.sigmoid(a / floor)) * torch.sigmoid((self.score_entry - shift) / floor)
+        return value + (surrogate - surrogate.detach())
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight * self.full_mask().view_as(weight)
 
     def baked(self, weight: Tensor) -> Tensor:
-        # The crisp limit (T -> 0); after annealing it equals the soft mask to float precision.
+        # The crisp limit; after annealing it is exactly the mask in force.
         return weight * self.full_mask(hard=True).view_as(weight)
 
     def channel_vector(self, repeated: bool) -> Tensor:
-        c = self._blend(lambda f: f(self.score_channel))
+        """The channel factor alone (for the bias and BN of the conv), same rules as the mask."""
+        t, floor, a = float(self._state.temperature), self._state.grad_temperature, self.score_channel
+        if t >= floor:
+            c = torch.sigmoid(a / t)
+        else:
+            value = (a.detach() > 0).to(a.dtype) if self._state.crisp() else torch.sigmoid(a.detach() / t)
+            surrogate = torch.sigmoid(a / floor)
+            c = value + (surrogate - surrogate.detach())
         return c.repeat(self.repeat) if repeated else c
 
     def channel_keep(self, repeated: bool) -> Tensor:
@@ -123,6 +140,7 @@ class CTFState(nn.Module):
         warm = schedule is not None and schedule.warmup_epochs > 0
         self.register_buffer("active", torch.tensor(0.0 if warm else 1.0, dtype=torch.float64))
         object.__setattr__(self, "_masks", [])
+        object.__setattr__(self, "_cut", (None, 0.0))
 
     def add(self, mask: CTFMask) -> None:
         object.__setattr__(mask, "_state", self)
@@ -137,6 +155,37 @@ class CTFState(nn.Module):
         t0, t1 = self.temperatures
         with torch.no_grad():
             self.temperature.fill_(t0 * (t1 / t0) ** p)
+
+    def crisp(self) -> bool:
+        """Whether annealing is over (the temperature at its end value)."""
+        return float(self.temperature) <= self.temperatures[1] * (1 + 1e-9)
+
+    def entry_cut(self) -> float:
+        """The entry-logit cut of the crisp phase: entries above it are kept.
+
+        Where the coarse factors keep more connections than the budget, the cut keeps the
+        budget's worth of the highest entry logits among them (the T -> 0 limit of the entry
+        factors, shifted by one offset for the whole network), so the crisp masks meet the
+        budget exactly instead of dithering around it with every optimiser step. Where they
+        keep fewer, every entry under them stays (-inf) and the budget term pulls the coarse
+        factors back up.
+        """
+        key = (self.temperature._version, tuple((p._version, p.data_ptr()) for m in self._masks
+                                                for p in m.logits()))
+        if self._cut[0] == key:
+            return self._cut[1]
+        with torch.no_grad():
+            candidates = torch.cat([m.score_entry[m.coarse_keep()] for m in self._masks])
+            total = sum(math.prod(m.shape3) for m in self._masks)
+            keep = int(round(self.budget * total))
+            if candidates.numel() <= keep:
+                cut = float("-inf")
+            elif keep == 0:
+                cut = float(candidates.max())
+            else:
+                cut = float(torch.kthvalue(candidates, candidates.numel() - keep).values)
+        object.__setattr__(self, "_cut", (key, cut))
+        return cut
 
     def kept(self) -> Tensor:
         """Soft count of kept connections (differentiable)."""

@@ -43,18 +43,26 @@ def check_choice(value: object, choices: tuple[str, ...], where: str) -> str:
 
 
 def initial_scores(weight: Tensor, granularity: str, repeat: int = 1) -> Tensor:
-    """Scores start as each unit's mean |w| times sqrt(fan-in).
+    """Starting scores, on a common (0, 1) scale in every layer.
 
-    Kaiming-style init makes |w| scale as 1/sqrt(fan-in), so raw magnitudes would make a global
-    threshold prune mostly the wide-fan-in (Kx1) layers; standardised magnitudes are comparable
-    across layers, and the global ranking then reflects what training learns.
+    Element: |w| * sqrt(fan-in). Kaiming-style init makes |w| scale as 1/sqrt(fan-in), so raw
+    magnitudes would make a global threshold prune mostly the wide-fan-in (Kx1) layers;
+    standardised, a default-initialised layer's scores are uniform on (0, 1) whatever its shape.
+    Kernel and channel: a unit's mean |w| rank within its layer, mapped to (0, 1). Means of many
+    weights bunch up near the layer's mean, tighter the bigger the unit, so their raw values
+    would again favour some layers; ranks spread every layer alike. Either way a global
+    threshold starts out pruning layers about evenly, and training moves the scores from there.
     """
     w = weight.detach().abs() * math.sqrt(weight[0].numel())
     if granularity == "element" or (granularity == "kernel" and w.dim() <= 2):
         return w.clone()
     if granularity == "kernel":
-        return w.mean(dim=tuple(range(2, w.dim())), keepdim=True)
-    return w.reshape(repeat, w.shape[0] // repeat, -1).mean(dim=(0, 2))
+        means = w.mean(dim=tuple(range(2, w.dim())), keepdim=True)
+    else:
+        means = w.reshape(repeat, w.shape[0] // repeat, -1).mean(dim=(0, 2))
+    ranks = torch.empty_like(means.reshape(-1))
+    ranks[means.reshape(-1).argsort()] = torch.arange(ranks.numel(), dtype=ranks.dtype, device=ranks.device)
+    return ((ranks + 0.5) / ranks.numel()).reshape(means.shape)
 
 
 class ScoreMask(nn.Module):

@@ -51,7 +51,9 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        # "local" always starts a private instance; a bare init() would silently join any
+        # cluster `ray start` left running on this machine.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     return True
 
 
@@ -89,6 +91,9 @@ def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, s
     from skelray.train.trial import tune_trainable
 
     tune_config = build_tune_config(spec, num_samples=num_samples, seed_offset=seed_offset)
+    # A finished trial's worker process takes the next trial: torch and skelray are imported
+    # once per worker instead of once per trial.
+    tune_config.reuse_actors = True
     tune_config.trial_dirname_creator = _TrialNamer(spec)
     tune_config.trial_name_creator = _TrialNamer(spec)
     callbacks = [LiveView(spec.name, spec.metric, spec.mode, console)]

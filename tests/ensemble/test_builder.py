@@ -21,7 +21,8 @@ def saved_logits(experiment: Path) -> dict[str, dict[str, np.ndarray]]:
     trials, _ = read_results(str(experiment))
     out = {}
     for row in trials.to_pylist():
-        with np.load(experiment / row["run"] / row["trial_name"] / row["best_checkpoint"] / "logits.npz") as z:
+        ckpt = experiment / row["run"] / row["trial_name"] / row["best_checkpoint"]
+        with np.load(ckpt / "logits.npz") as z:
             out[f"{row['run']}/{row['trial_name']}"] = {k: z[k] for k in z.files}
     return out
 
@@ -78,7 +79,8 @@ def test_ensemble_file_round_trips_and_refuses_newer_versions(experiment, tmp_pa
 
 def test_cli_prints_members_and_writes_the_file(experiment, tmp_path):
     out = tmp_path / "ENSEMBLE.json"
-    result = CliRunner().invoke(cli, ["ensemble", "build", str(experiment), "--max-members", "2", "-o", str(out)],
+    result = CliRunner().invoke(cli,
+                                ["ensemble", "build", str(experiment), "--max-members", "2", "-o", str(out)],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     spec = EnsembleSpec.load(out)

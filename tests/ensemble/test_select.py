@@ -13,7 +13,8 @@ from skelray.ensemble.combine import softmax, top1, top_k, weighted_logits
 LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
 
 
-def cand(key: str, right: list[int], *, params: float = 100.0, ms: float = 1.0, margin: float = 2.0) -> Candidate:
+def cand(key: str, right: list[int], *, params: float = 100.0, ms: float = 1.0,
+         margin: float = 2.0) -> Candidate:
     """A candidate whose logits favour the true class on the clips in ``right`` and class
     (label + 1) % 3 elsewhere."""
     logits = np.zeros((len(LABELS), 3), dtype=np.float32)
@@ -71,12 +72,13 @@ def test_nothing_fits_gives_none():
 
 
 def test_refined_weights_keep_top1_and_sum_to_one():
-    cands = [cand("a", [0, 1, 2, 3, 4, 5, 6]), cand("b", [3, 4, 5, 6, 7, 8, 9]), cand("c", [7, 8, 9], margin=3.0)]
+    cands = [cand("a", [0, 1, 2, 3, 4, 5, 6]), cand("b", [3, 4, 5, 6, 7, 8, 9]),
+             cand("c", [7, 8, 9], margin=3.0)]
     sel = greedy_select(cands, Budget())
     before = sel.weights()
     after = refine_weights(cands, before)
     assert set(after) == set(before) and abs(sum(after.values()) - 1) < 1e-9
-    acc = lambda w: top1(weighted_logits([cands[i].val_logits for i in w], list(w.values())), LABELS)  # noqa: E731
+    acc = lambda w: top1(weighted_logits([cands[i].val_logits for i in w], list(w.values())), LABELS)
     assert acc(after) >= acc(before)
 
 

@@ -86,7 +86,7 @@ def test_export_one_trial_from_the_cli(experiment, tmp_path):
 
 
 def test_export_refuses_a_fusion_that_changes_the_model(experiment, tmp_path, monkeypatch):
-    import skelray.train.measure as measure
+    from skelray.train import measure
 
     honest = measure.inference_form
 
@@ -121,7 +121,8 @@ def test_loading_never_unpickles(bundle, monkeypatch):
 def test_newer_schema_version_is_refused(bundle, tmp_path):
     root = copy_bundle(bundle, tmp_path)
     edit_manifest(root, lambda d: d.update(schema_version=SCHEMA_VERSION + 1))
-    with pytest.raises(BundleError, match=rf"manifest.json: schema_version: schema_version {SCHEMA_VERSION + 1} "
+    with pytest.raises(BundleError,
+                       match=rf"manifest.json: schema_version: schema_version {SCHEMA_VERSION + 1} "
                                           r"is newer.*upgrade skelray"):
         load_bundle(root)
 
@@ -130,7 +131,8 @@ def test_missing_weights_file_names_the_file(bundle, tmp_path):
     root = copy_bundle(bundle, tmp_path)
     member = read_manifest(root).members[1]
     (root / member.weights_file).unlink()
-    with pytest.raises(BundleError, match=rf"{member.weights_file}.*weights file is missing.*copy the whole bundle"):
+    with pytest.raises(BundleError,
+                       match=rf"{member.weights_file}.*weights file is missing.*copy the whole bundle"):
         load_bundle(root)
 
 

@@ -88,7 +88,7 @@ def test_endpoint_matches_the_offline_ensemble_on_synthetic_clips(served, client
 
 
 def test_endpoint_matches_the_offline_ensemble_on_nw_ucla(served, client, ucla_path):
-    files = [sorted(ucla_path.glob(f"a{a:02d}_*_v03.json"))[0] for a in (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)]
+    files = [min(ucla_path.glob(f"a{a:02d}_*_v03.json")) for a in (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)]
     sent = [read_ucla(f).sequences[0].keypoints for f in files]
     for clip in sent:  # one sequence per request: the "keypoints" form
         r = client.post("/v1/predict?top_k=3", json={"keypoints": clip.tolist()})
@@ -101,10 +101,12 @@ def test_npy_and_arrow_bodies_answer_like_json(served, client):
     sent = [c[:, :12] for c in sent]  # equal lengths, so they stack into one (N, M, T, V, C) array
     buf = io.BytesIO()
     np.save(buf, np.stack(sent))
-    r = client.post("/v1/predict?top_k=3", content=buf.getvalue(), headers={"content-type": "application/x-npy"})
+    r = client.post("/v1/predict?top_k=3", content=buf.getvalue(),
+                    headers={"content-type": "application/x-npy"})
     assert r.status_code == 200, r.text
     assert_same_as_offline(r.json()["predictions"], served.bundle, sent)
-    table = pa.table({"keypoints": [c.ravel().tolist() for c in sent], "shape": [list(c.shape) for c in sent]})
+    table = pa.table({"keypoints": [c.ravel().tolist() for c in sent],
+                      "shape": [list(c.shape) for c in sent]})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -155,10 +157,12 @@ def test_models_and_health_endpoints(served, client):
     assert models.status_code == 200
     assert models.json() == json.loads(json.dumps(served.bundle.manifest.public()))
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and set(health["members"]) == {m.name for m in served.bundle.manifest.members}
+    assert health["status"] == "ok"
+    assert set(health["members"]) == {m.name for m in served.bundle.manifest.members}
     # The running deployments are exactly those `skelray serve build` lists in its config.
     running = set(serve.status().applications["skelray"].deployments)
-    assert running == {p.name for p in plan(ServeArgs.parse({"bundle": str(served.path)}), served.bundle.manifest)}
+    assert running == {p.name for p in plan(ServeArgs.parse({"bundle": str(served.path)}),
+                                            served.bundle.manifest)}
 
 
 def member_forwards(name: str) -> int:

@@ -16,7 +16,8 @@ from skelray.serve import ServeArgs, app, plan, serve_config
 
 def test_args_from_serve_run_strings_are_typed(bundle):
     # `serve run skelray.serve:app bundle=... max_batch_size=8` passes every value as a string
-    args = ServeArgs.parse({"bundle": str(bundle), "max_batch_size": "8", "batch_wait_ms": "2.5", "num_cpus": "0.5"})
+    args = ServeArgs.parse({"bundle": str(bundle), "max_batch_size": "8", "batch_wait_ms": "2.5",
+                            "num_cpus": "0.5"})
     assert (args.max_batch_size, args.batch_wait_ms, args.num_cpus) == (8, 2.5, 0.5)
     with pytest.raises(ConfigError, match="serve args: max_batch_size"):
         ServeArgs.parse({"bundle": str(bundle), "max_batch_size": "many"})
@@ -77,7 +78,8 @@ def test_serve_build_writes_a_config_serve_accepts(bundle, tmp_path):
 
 
 def test_serve_bundle_is_short_for_serve_run(bundle):
-    result = CliRunner().invoke(cli, ["serve", str(bundle), "--dry-run", "--replicas", "2"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(cli, ["serve", str(bundle), "--dry-run", "--replicas", "2"],
+                                env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for m in read_manifest(bundle).members:
         assert m.name in result.output
@@ -89,3 +91,31 @@ def test_serve_config_validates_with_defaults(bundle):
     config = serve_config(ServeArgs.parse({"bundle": str(bundle)}), port=9000)
     assert config["http_options"]["port"] == 9000
     assert ServeDeploySchema.model_validate(config).applications[0].import_path == "skelray.serve:app"
+
+
+def test_a_settings_file_sets_per_member_replicas_autoscaling_and_gpus(bundle, tmp_path):
+    manifest = read_manifest(bundle)
+    first, second = (m.name for m in manifest.members)
+    settings = tmp_path / "serve.yaml"
+    settings.write_text(yaml.safe_dump({
+        "num_cpus": 2, "max_batch_size": 4,
+        "members": {first: {"autoscaling": {"min_replicas": 1, "max_replicas": 3,
+                                            "target_ongoing_requests": 4}},
+                    second: {"replicas": 2, "num_gpus": 0.5}},
+    }))
+    out = tmp_path / "serve_config.yaml"
+    result = CliRunner().invoke(cli,
+                                ["serve", "build", str(bundle), "--config", str(settings), "--max-batch-size",
+                                      "8", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    deployments = {d["name"]: d for d in yaml.safe_load(out.read_text())["applications"][0]["deployments"]}
+    ServeDeploySchema.model_validate(yaml.safe_load(out.read_text()))
+    assert deployments[first]["autoscaling_config"]["max_replicas"] == 3
+    assert "num_replicas" not in deployments[first]
+    assert deployments[second]["num_replicas"] == 2
+    assert deployments[second]["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.5}
+    assert deployments[first]["user_config"]["max_batch_size"] == 8  # the flag overrides the file
+    settings.write_text("- not a mapping\n")
+    result = CliRunner().invoke(cli,
+                                ["serve", "build", str(bundle), "--config", str(settings), "-o", str(out)])
+    assert isinstance(result.exception, ConfigError) and "mapping of serve settings" in str(result.exception)

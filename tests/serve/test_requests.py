@@ -23,14 +23,16 @@ def npy(arr: np.ndarray) -> bytes:
 
 
 def arrow(clips: list[np.ndarray]) -> bytes:
-    table = pa.table({"keypoints": [c.ravel().tolist() for c in clips], "shape": [list(c.shape) for c in clips]})
+    table = pa.table({"keypoints": [c.ravel().tolist() for c in clips],
+                      "shape": [list(c.shape) for c in clips]})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
 
-def reject(body: bytes, ctype: str = "application/json", status: int = 422, match: str = "", **kw) -> RequestError:
+def reject(body: bytes, ctype: str = "application/json", status: int = 422, match: str = "",
+           **kw) -> RequestError:
     with pytest.raises(RequestError, match=match) as info:
         parse_body(body, ctype, LIMITS, **kw)
     assert info.value.status == status
@@ -41,7 +43,8 @@ def test_every_body_format_gives_the_same_clips():
     two = [CLIP, CLIP * 2]
     forms = [
         (json.dumps({"instances": [c.tolist() for c in two]}).encode(), "application/json"),
-        (json.dumps({"instances": [{"keypoints": c.tolist()} for c in two]}).encode(), "application/json; charset=utf-8"),
+        (json.dumps({"instances": [{"keypoints": c.tolist()} for c in two]}).encode(),
+         "application/json; charset=utf-8"),
         (npy(np.stack(two)), NPY),
         (arrow(two), ARROW),
     ]

@@ -26,7 +26,7 @@ from skelray.sweep.tracking import offline_runs, read_offline_run
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
              logging_level="WARNING", log_to_driver=False)
     yield
     ray.shutdown()
