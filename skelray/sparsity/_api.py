@@ -45,7 +45,8 @@ def sparsify(model: nn.Module, level: float | Sequence[float] | None, granularit
         if level is not None and not isinstance(level, Sequence):
             raise ConfigError("a sparse_ensemble takes one level per member, not one level",
                               where="sparsity.level",
-                              fix="set level: null and give the levels as ensemble_levels (or the model's levels)")
+                              fix="set level: null and give the levels as ensemble_levels "
+                                  "(or the model's levels)")
         return model.resparsify(granularity, scope, sched, levels=level, classifier=classifier, stem=stem)
     if level is None:
         raise ConfigError("no sparsity level given", where="sparsity.level",
@@ -78,8 +79,8 @@ def on_epoch_start(model: nn.Module, epoch: int) -> None:
 def penalty(model: nn.Module, labels: Tensor | None = None) -> Tensor:
     """Every extra loss term the sparse model wants added to the task loss (a scalar tensor):
     the schedule's L2 pull on weights about to be pruned, the CTF budget terms and, given the
-    batch's ``labels``, the per-member losses of a ``sparse_ensemble`` built with
-    ``member_loss=True``. Zero when there is nothing to add."""
+    batch's ``labels`` after a training-mode forward, the per-member losses of a
+    ``sparse_ensemble`` built with ``member_loss=True``. Zero when there is nothing to add."""
     p = next(model.parameters(), None)
     total = torch.zeros((), device=p.device if p is not None else None)
     for m in model.modules():
@@ -87,6 +88,7 @@ def penalty(model: nn.Module, labels: Tensor | None = None) -> Tensor:
             total = total + m.penalty()
         elif isinstance(m, CTFState):
             total = total + m.loss()
-        elif labels is not None and getattr(m, "member_loss", False) and callable(getattr(m, "member_losses", None)):
+        elif labels is not None and m.training and getattr(m, "member_loss", False) \
+                and callable(getattr(m, "member_losses", None)):
             total = total + m.member_losses(labels)
     return total

@@ -32,6 +32,7 @@ Adam's per-parameter scaling absorbs; with SGD the budget lands within a few per
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -50,19 +51,19 @@ class CTFMask(nn.Module):
         self.repeat, self.shape3 = repeat, (o, i, k)
         # Small noise breaks the tie between otherwise identical factors, so the budget term
         # does not move them all in lock-step.
-        def logits(*shape: int) -> nn.Parameter:
+        def factor(*shape: int) -> nn.Parameter:
             return nn.Parameter(init + 0.1 * torch.randn(*shape, dtype=weight.dtype, device=weight.device))
         # Named score_* so the optimiser builder keeps weight decay off them.
-        self.score_channel = logits(o // repeat)
-        self.score_column = logits(o, k)
-        self.score_row = logits(o, i)
-        self.score_entry = logits(o, i, k)
+        self.score_channel = factor(o // repeat)
+        self.score_column = factor(o, k)
+        self.score_row = factor(o, i)
+        self.score_entry = factor(o, i, k)
         object.__setattr__(self, "_state", None)
 
     def logits(self) -> tuple[Tensor, ...]:
         return self.score_channel, self.score_column, self.score_row, self.score_entry
 
-    def _coarse(self, f) -> Tensor:
+    def _coarse(self, f: Callable[[Tensor], Tensor]) -> Tensor:
         """Channel x column x row factors, (O, I, K)."""
         c = f(self.score_channel).repeat(self.repeat)
         return c[:, None, None] * f(self.score_column)[:, None, :] * f(self.score_row)[:, :, None]
@@ -87,7 +88,8 @@ class CTFMask(nn.Module):
         cut = state.entry_cut() if crisp else 0.0
         if hard:
             with torch.no_grad():
-                return self._coarse(lambda a: (a > 0).to(a.dtype)) * (self.score_entry > cut).to(self.score_entry.dtype)
+                entry = (self.score_entry > cut).to(self.score_entry.dtype)
+                return self._coarse(lambda a: (a > 0).to(a.dtype)) * entry
         if t >= floor:
             return self._coarse(lambda a: torch.sigmoid(a / t)) * torch.sigmoid(self.score_entry / t)
         if crisp:
@@ -96,7 +98,8 @@ class CTFMask(nn.Module):
             value = (self._coarse(lambda a: torch.sigmoid(a.detach() / t))
                      * torch.sigmoid(self.score_entry.detach() / t))
         shift = cut if math.isfinite(cut) else 0.0
-        surrogate = self._coarse(lambda a: torch.sigmoid(a / floor)) * torch.sigmoid((self.score_entry - shift) / floor)
+        surrogate = (self._coarse(lambda a: torch.sigmoid(a / floor))
+                     * torch.sigmoid((self.score_entry - shift) / floor))
         return value + (surrogate - surrogate.detach())
 
     def forward(self, weight: Tensor) -> Tensor:

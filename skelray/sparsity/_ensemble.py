@@ -62,13 +62,15 @@ class MultiLevelEnsemble(SkeletonModel):
                               fix="use a single model such as hpigcn_rp")
         levels = _check_levels(levels)
         if combine not in COMBINES:
-            raise ConfigError(f"unknown value {combine!r}", where=f"{NAME}.combine", fix="use feature or logits")
+            raise ConfigError(f"unknown value {combine!r}", where=f"{NAME}.combine",
+                              fix="use feature or logits")
         members = [create_model(name, **model_kwargs) for _ in levels]
         first = members[0]
         if not isinstance(first, SkeletonModel):
             raise ConfigError(f"'{name}' is not a skeleton model with features()", where=f"{NAME}.backbone")
         super().__init__(num_classes=first.num_classes, layout=first.layout, in_channels=first.in_channels,
-                         num_persons=first.num_persons, dropout=first.dropout, feat_dim=first.feat_dim, name=NAME)
+                         num_persons=first.num_persons, dropout=first.dropout, feat_dim=first.feat_dim,
+                         name=NAME)
         self.backbone, self.levels, self.combine, self.member_loss = name, levels, combine, bool(member_loss)
         self.drop = copy.deepcopy(first.drop)  # the backbone's own rule (ST-GCN drops inside blocks)
         if combine == "feature":
@@ -87,8 +89,10 @@ class MultiLevelEnsemble(SkeletonModel):
         if levels is not None:
             new = _check_levels(levels)
             if len(new) != len(self.members):
-                raise ConfigError(f"{len(new)} levels for {len(self.members)} members", where="sparsity.ensemble_levels",
-                                  fix=f"pass levels={list(new)} when creating the model, or {len(self.members)} levels")
+                raise ConfigError(f"{len(new)} levels for {len(self.members)} members",
+                                  where="sparsity.ensemble_levels",
+                                  fix=f"pass levels={list(new)} when creating the model, "
+                                      f"or {len(self.members)} levels")
             self.levels = new
         for member, level in zip(self.members, self.levels):
             remove_masks(member, bake=False)
@@ -137,7 +141,8 @@ def _check_levels(levels: object) -> tuple[float, ...]:
 # -- registration ------------------------------------------------------------------------------
 
 def sparse_ensemble(num_classes: int = 60, layout: Any = "ntu25", in_channels: int = 3, num_persons: int = 2,
-                    dropout: float = 0.0, backbone: str = "hpigcn_rp", levels: Sequence[float] = DEFAULT_LEVELS,
+                    dropout: float = 0.0, backbone: str = "hpigcn_rp",
+                    levels: Sequence[float] = DEFAULT_LEVELS,
                     combine: str = "feature", member_loss: bool = True, granularity: str = "element",
                     scope: str = "global", **backbone_kwargs: Any) -> MultiLevelEnsemble:
     """Multi-level sparsity ensemble: one ``backbone`` per level, averaged (features or logits)."""

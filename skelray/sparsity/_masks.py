@@ -339,7 +339,8 @@ def remove_masks(model: nn.Module, *, bake: bool) -> nn.Module:
     if bake:
         with torch.no_grad():
             for module, name, mask in found:
-                values[(id(module), name)] = mask.baked(module.parametrizations[name].original).detach().clone()
+                original = module.parametrizations[name].original
+                values[(id(module), name)] = mask.baked(original).detach().clone()
     for module in {id(m): m for m, _, _ in found}.values():
         _unparametrize(module)
     if bake:

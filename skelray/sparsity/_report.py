@@ -23,7 +23,8 @@ def _weight_mask(module: nn.Module) -> nn.Module | None:
 
 
 @torch.no_grad()
-def report(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, macs: bool = True) -> dict[str, Any]:
+def report(model: nn.Module, input_shape: tuple[int, ...] | None = None, *,
+           macs: bool = True) -> dict[str, Any]:
     """Achieved sparsity and the costs that follow from it.
 
     Returns ``overall`` (fraction of the masked weights pruned), ``layers`` (that fraction per

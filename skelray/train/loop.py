@@ -91,7 +91,8 @@ def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch
                 schedule: torch.optim.lr_scheduler.LRScheduler, *, batch_size: int, rng: np.random.Generator,
                 label_smoothing: float = 0.0, device: torch.device | str = "cpu",
                 extra_loss=None, amp: bool = False, grad_clip: float | None = None) -> dict[str, float]:
-    """One pass over the training split. ``extra_loss(model)`` adds e.g. a sparsity penalty."""
+    """One pass over the training split. ``extra_loss(model, labels)`` adds e.g. a sparsity
+    penalty or an ensemble's per-member losses (computed in the forward just run)."""
     model.train()
     device = torch.device(device)
     use_amp = amp and device.type == "cuda"
@@ -103,7 +104,7 @@ def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
             if extra_loss is not None:
-                loss = loss + extra_loss(model)
+                loss = loss + extra_loss(model, y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip is not None:

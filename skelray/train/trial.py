@@ -42,28 +42,37 @@ Report = Callable[[dict[str, Any], str], None]
 
 
 def _sparsity_hooks(model: torch.nn.Module, spec: Any):
-    """Wrap the model for trainable sparsity when the config asks for it."""
-    if spec is None:
-        return model, None
+    """Wrap the model for trainable sparsity when the config asks for it. A model that is sparse
+    by construction (the multi-level ensemble) gets the hooks without being wrapped again."""
     from skelray import sparsity
 
-    model = sparsity.sparsify(model, spec.level, granularity=spec.granularity, scope=spec.scope,
-                              schedule=spec.schedule.model_dump() if spec.schedule else None)
-    return model, sparsity
+    if spec is not None and spec.level is not None:
+        model = sparsity.sparsify(model, spec.level, granularity=spec.granularity, scope=spec.scope,
+                                  schedule=spec.schedule.model_dump() if spec.schedule else None)
+    return model, (sparsity if sparsity.is_sparse(model) else None)
+
+
+def model_kwargs(cfg: Any) -> dict[str, Any]:
+    """The model's own kwargs; ``model.sparsity.ensemble_levels`` become the ensemble's levels."""
+    kwargs = dict(cfg.model.kwargs)
+    spec = getattr(cfg.model, "sparsity", None)
+    if spec is not None and spec.ensemble_levels and cfg.model.name == "sparse_ensemble":
+        kwargs.setdefault("levels", list(spec.ensemble_levels))
+    return kwargs
 
 
 def build_model(cfg: Any, data: DataBundle) -> torch.nn.Module:
     from skelray.models import create_model
 
     return create_model(cfg.model.name, num_classes=data.num_classes, layout=data.layout,
-                        in_channels=data.in_channels, num_persons=cfg.data.persons, **cfg.model.kwargs)
+                        in_channels=data.in_channels, num_persons=cfg.data.persons, **model_kwargs(cfg))
 
 
 def describe(cfg: Any, data: DataBundle, pp: Preprocess) -> dict[str, Any]:
     """Everything needed to rebuild the trained model and feed it, without the dataset."""
     sparsity = getattr(cfg.model, "sparsity", None)
     return {
-        "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs), "num_classes": data.num_classes,
+        "model": {"name": cfg.model.name, "kwargs": model_kwargs(cfg), "num_classes": data.num_classes,
                   "layout": data.layout, "in_channels": data.in_channels, "num_persons": cfg.data.persons,
                   "sparsity": sparsity.model_dump(mode="json") if sparsity is not None else None},
         "preprocess": dataclasses.asdict(pp),
@@ -90,7 +99,7 @@ def model_from_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, dict[
     m = info["model"]
     model = create_model(m["name"], num_classes=m["num_classes"], layout=m["layout"],
                          in_channels=m["in_channels"], num_persons=m["num_persons"], **m["kwargs"])
-    if m.get("sparsity"):
+    if m.get("sparsity") and m["sparsity"].get("level") is not None:
         from skelray import sparsity
 
         s = m["sparsity"]
@@ -141,7 +150,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
         started = time.perf_counter()
         if sparsity is not None:
             sparsity.on_epoch_start(model, epoch)
-        penalty = (lambda m: sparsity.penalty(m)) if sparsity is not None else None
+        penalty = (lambda m, y: sparsity.penalty(m, labels=y)) if sparsity is not None else None
         tr = train_epoch(model, data.splits["train"], pp_train, optimizer, schedule, batch_size=t.batch_size,
                          rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty, amp=t.amp,
                          grad_clip=t.grad_clip)
@@ -165,7 +174,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
                 metrics.update({f"{name}/{k}": v for k, v in
                                 metrics_from_logits(logits[f"{name}_logits"], logits[f"{name}_labels"]).items()})
         if sparsity is not None:
-            metrics["sparsity"] = float(sparsity.report(model)["overall"])
+            metrics["sparsity"] = float(sparsity.report(model, macs=False)["overall"])
         per_class = {f"{name}_per_class": per_class_accuracy(logits[f"{name}_logits"], logits[f"{name}_labels"],
                                                              data.num_classes)
                      for name in ("val", "test") if len(logits[f"{name}_labels"])}

@@ -40,7 +40,10 @@ def _recalibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
             model(x[i:i + 16])
 
 
-@pytest.mark.parametrize("name", list_models())
+# The multi-level ensemble trains four full backbones: it runs with the slow tests, and
+# tests/sparsity checks it learns on a smaller configuration in the default run.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "sparse_ensemble" else n
+                                  for n in list_models()])
 def test_model_learns_synthetic_actions_well_above_chance(name: str, synthetic_split) -> None:
     (x_train, y_train), (x_test, y_test) = synthetic_split
     torch.manual_seed(0)

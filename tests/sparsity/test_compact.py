@@ -37,7 +37,7 @@ def max_gap(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
         return (a(x) - b(x)).abs().max().item()
 
 
-@pytest.mark.parametrize("name", ["stgcn", "hpigcn_rp"])
+@pytest.mark.parametrize("name", ["stgcn", "hpigcn_rp", "hpigcn_op"])
 def test_compacted_channel_sparse_model_equals_the_masked_one_and_is_smaller(fresh, clips, sgd_steps,
                                                                              name: str) -> None:
     dense_params, dense_macs = profile(fresh(name), SHAPE)

@@ -71,7 +71,8 @@ def test_ctf_reaches_its_budget_and_its_masks_end_binary() -> None:
 
 
 def test_ctf_schedule_gradients_and_compaction_on_hpigcn(fresh, clips) -> None:
-    model = sparsify(fresh("hpigcn_rp"), 0.9, granularity="ctf", schedule={"warmup_epochs": 1, "ramp_epochs": 2})
+    model = sparsify(fresh("hpigcn_rp"), 0.9, granularity="ctf",
+                     schedule={"warmup_epochs": 1, "ramp_epochs": 2})
     state = model.ctf_state
     x = clips(2, 4)
     on_epoch_start(model, 0)  # warm-up: no budget pressure, the start temperature

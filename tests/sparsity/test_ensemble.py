@@ -24,7 +24,8 @@ def test_registered_by_name_with_the_backbones_options() -> None:
     for key in ("num_classes", "layout", "in_channels", "num_persons", "dropout", "backbone", "levels",
                 "combine", "member_loss", "pa_count", "tcn_kernel", "edge_importance"):
         assert key in options, key
-    model = create_model("sparse_ensemble", backbone="stgcn", levels=[0.5, 0.9], edge_importance=False, **KWARGS)
+    model = create_model("sparse_ensemble", backbone="stgcn", levels=[0.5, 0.9], edge_importance=False,
+                         **KWARGS)
     assert isinstance(model, MultiLevelEnsemble) and len(model.members) == 2
     assert all(block.importance is None for block in model.members[0].blocks)
     assert member_sparsity(model) == pytest.approx([0.5, 0.9], abs=0.005)
@@ -67,7 +68,8 @@ def test_member_losses_reach_the_trainer_through_penalty(clips) -> None:
     assert penalty(off, y).item() == 0.0
 
 
-def test_the_trial_remasks_members_with_its_configuration_and_a_checkpoint_loads(fresh, clips, sgd_steps) -> None:
+def test_the_trial_remasks_members_with_its_configuration_and_a_checkpoint_loads(fresh, clips,
+                                                                                sgd_steps) -> None:
     # What the trial does (create, then sparsify with level=None) and what model_from_checkpoint
     # does (the same into fresh weights, then load_state_dict).
     config = dict(granularity="channel", scope="block", schedule={"warmup_epochs": 1, "ramp_epochs": 1})

@@ -71,6 +71,6 @@ def test_sparse_and_ensemble_models_learn_about_as_well_as_dense(data) -> None:
     torch.manual_seed(0)
     ensemble = held_out_accuracy(create_model("sparse_ensemble", levels=(0.8, 0.95), **KWARGS), data)
     print(f"held-out top-1: dense {dense:.3f}, sparse 0.9 {sparse:.3f}, ensemble {ensemble:.3f}")
-    assert dense >= 0.7, f"the dense baseline did not learn ({dense:.2f}; chance {1 / CLASSES:.2f})"
+    assert dense >= 0.6, f"the dense baseline did not learn ({dense:.2f}; chance {1 / CLASSES:.2f})"
     assert sparse >= dense - 0.08, (dense, sparse)
     assert ensemble >= dense - 0.08, (dense, ensemble)

@@ -39,7 +39,8 @@ def test_scores_get_gradients_and_the_mask_changes_while_training(fresh, clips, 
     ({"warmup_epochs": 1, "ramp_epochs": 4, "kind": "step", "steps": 2}, [0, 0, 0.5, 0.5, 1, 1, 1]),
     ({"warmup_epochs": 0, "ramp_epochs": 0}, [1, 1, 1, 1, 1, 1, 1]),
 ])
-def test_schedule_is_dense_in_warm_up_then_ramps_to_the_target(fresh, schedule: dict, fractions: list) -> None:
+def test_schedule_is_dense_in_warm_up_then_ramps_to_the_target(fresh, schedule: dict,
+                                                               fractions: list) -> None:
     model = sparsify(fresh("stgcn"), 0.8, granularity="channel", schedule=schedule)
     achieved = []
     for epoch in range(len(fractions)):

@@ -60,9 +60,8 @@ def test_the_ensemble_trial_of_the_sweep_builds_and_masks_its_members() -> None:
     assert penalty(model).item() == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="the trial does not pass sparsity.ensemble_levels to the model yet: "
-                                       "build_model should add levels=ensemble_levels to sparse_ensemble's kwargs")
 def test_ensemble_levels_other_than_the_defaults_reach_the_members() -> None:
-    cfg = trial_config({"name": "sparse_ensemble", "sparsity": {"level": None, "ensemble_levels": [0.5, 0.9]}})
+    cfg = trial_config({"name": "sparse_ensemble",
+                        "sparsity": {"level": None, "ensemble_levels": [0.5, 0.9]}})
     model, _ = _sparsity_hooks(build_model(cfg, DATA), cfg.model.sparsity)
     assert model.levels == (0.5, 0.9)
