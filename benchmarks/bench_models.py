@@ -15,10 +15,9 @@ on one thread, most of it the training form at N=64.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import time_interleaved  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -34,24 +33,6 @@ def build(num_classes: int, layout: str) -> dict[str, torch.nn.Module]:
         "stgcn": create_model("stgcn", num_classes=num_classes, layout=layout).eval(),
         "esgn (fused)": fuse(create_model("esgn", num_classes=num_classes, layout=layout)),
     }
-
-
-def time_interleaved(models: dict[str, torch.nn.Module], x: torch.Tensor, repeats: int, warmup: int
-                     ) -> dict[str, float]:
-    """Median seconds per forward of each model."""
-    names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for n in names:
-                models[n](x)
-        for r in range(repeats):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for n in order:
-                start = time.perf_counter()
-                models[n](x)
-                times[n].append(time.perf_counter() - start)
-    return {n: statistics.median(t) for n, t in times.items()}
 
 
 def main() -> None:
