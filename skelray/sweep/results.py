@@ -112,7 +112,15 @@ def trial_dirs(sweep: Location) -> list[tuple[str, Location]]:
     for run in sweep.children():
         if run.name == RESULTS_DIR:
             continue
-        out += [(run.name, t) for t in run.children() if is_trial_dir(t)]
+        trials = [t for t in run.children() if is_trial_dir(t)]
+        names = [t.name for t in trials]
+        for t in trials:
+            # A trial that had started but reported nothing when its driver died is restarted on
+            # resume in a fresh folder, Tune's name plus a suffix: the empty first one is dropped.
+            superseded = any(n.startswith(f"{t.name}_") for n in names)
+            if superseded and not _read_epochs(t):
+                continue
+            out.append((run.name, t))
     return out
 
 
