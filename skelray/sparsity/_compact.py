@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from skelray.models._fuse import bn_scale_shift, conv_like, pad_temporal
 from skelray.models._layers import ConvBN
-from skelray.models._rep import PAGraphConv, RepTCN, SerialBranch
+from skelray.models._rep import PAGraphConv, RepTCN
 from skelray.models.hpigcn import HPIBlock
 from skelray.models.stgcn import STGCNBlock
 from skelray.sparsity._masks import remove_masks
