@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import time_interleaved  # benchmarks/ is on sys.path when run as a script
+from _timing import add_model_args, time_interleaved  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -38,15 +38,8 @@ def build(num_classes: int, layout: str) -> dict[str, torch.nn.Module]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="batch sizes N")
-    parser.add_argument("--persons", type=int, default=2, help="persons M per clip")
-    parser.add_argument("--frames", type=int, default=64, help="frames T per clip")
-    parser.add_argument("--layout", default="ntu25")
-    parser.add_argument("--num-classes", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for every model (1 by default: on a shared machine, "
-                             "spinning OpenMP threads make multi-thread timings erratic)")
+    add_model_args(parser)
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards per model and batch")
-    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 4, T=16, 2 repeats")
     args = parser.parse_args()
     if args.quick:

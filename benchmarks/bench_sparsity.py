@@ -19,7 +19,7 @@ import argparse
 import copy
 
 import torch
-from _timing import time_interleaved  # benchmarks/ is on sys.path when run as a script
+from _timing import add_model_args, time_interleaved  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -81,15 +81,8 @@ def nonzero_macs(model: torch.nn.Module, clip: tuple[int, ...]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=16, help="batch size N")
-    parser.add_argument("--persons", type=int, default=2, help="persons M per clip")
-    parser.add_argument("--frames", type=int, default=64, help="frames T per clip")
-    parser.add_argument("--layout", default="ntu25")
-    parser.add_argument("--num-classes", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for every model (1 by default: on a shared machine, "
-                             "spinning OpenMP threads make multi-thread timings erratic)")
+    add_model_args(parser)
     parser.add_argument("--repeats", type=int, default=7, help="timed forwards per model")
-    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: N=4, T=16, 3 repeats")
     args = parser.parse_args()
     if args.quick:

@@ -125,9 +125,9 @@ class RepTCN(nn.Module):
             weight = weight + pad_temporal(w, self.kernel)
             bias = bias + b
         assert isinstance(weight, Tensor) and isinstance(bias, Tensor)
-        c = weight.shape[0]
-        conv = nn.Conv2d(c, c, (self.kernel, 1), (self.stride, 1), ((self.kernel - 1) // 2, 0),
-                         device=weight.device, dtype=weight.dtype)
+        # Widths come from the folded kernel: a compacted block may map C_in to a different C_out.
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], (self.kernel, 1), (self.stride, 1),
+                         ((self.kernel - 1) // 2, 0), device=weight.device, dtype=weight.dtype)
         conv.weight.data.copy_(weight)
         conv.bias.data.copy_(bias)
         return conv

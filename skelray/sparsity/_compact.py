@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from skelray.models._fuse import bn_scale_shift, conv_like, pad_temporal
+from skelray.models._fuse import bn_scale_shift, conv_like
 from skelray.models._layers import ConvBN
 from skelray.models._rep import PAGraphConv, RepTCN
 from skelray.models.hpigcn import HPIBlock
@@ -104,32 +104,13 @@ def convbn_zero(m: ConvBN) -> Tensor:
     return bn_zero(m.bn, rows_zero(m.conv))
 
 
-class CompactRepTCN(nn.Module):
-    """A RepTCN whose input and output widths may differ once compacted (the stock one folds
-    into a square conv). Same branches, same sum, and the same exact fold."""
+class CompactRepTCN(RepTCN):
+    """A RepTCN adopting branches that compaction narrowed, so its input and output widths may
+    differ; forward and the exact fold are RepTCN's own."""
 
-    def __init__(self, tcn: RepTCN | CompactRepTCN) -> None:
-        super().__init__()
+    def __init__(self, tcn: RepTCN) -> None:
+        nn.Module.__init__(self)  # adopt the branches as they are instead of building new ones
         self.kernel, self.stride, self.branches = tcn.kernel, tcn.stride, tcn.branches
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.branches[0](x)
-        for branch in self.branches[1:]:
-            out = out + branch(x)
-        return out
-
-    def fuse(self) -> nn.Conv2d:
-        weight, bias = None, None
-        for branch in self.branches:
-            w, b = branch.kernel_bias()
-            w = pad_temporal(w, self.kernel)
-            weight, bias = (w, b) if weight is None else (weight + w, bias + b)
-        assert weight is not None and bias is not None
-        conv = nn.Conv2d(weight.shape[1], weight.shape[0], (self.kernel, 1), (self.stride, 1),
-                         ((self.kernel - 1) // 2, 0), device=weight.device, dtype=weight.dtype)
-        conv.weight.data.copy_(weight)
-        conv.bias.data.copy_(bias)
-        return conv
 
 
 # -- per-architecture block rules ----------------------------------------------------------------
@@ -267,7 +248,7 @@ def _supported(blocks: nn.Sequential) -> bool:
     # The training forms only; a fused model has nothing left to mask.
     checks: list[Callable[[nn.Module], bool]] = [
         lambda b: not isinstance(b, HPIBlock) or (isinstance(b.gcn.conv_out, ConvBN)
-                                                   and isinstance(b.tcn, (RepTCN, CompactRepTCN))),
+                                                   and isinstance(b.tcn, RepTCN)),
         lambda b: not isinstance(b, STGCNBlock) or isinstance(b.tcn, nn.Sequential),
     ]
     return all(check(b) for b in blocks for check in checks)

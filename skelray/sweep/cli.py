@@ -85,10 +85,10 @@ def results(sweep_dir: str = typer.Argument(..., help="The sweep folder (<storag
     """Leaderboard (and plots) from a sweep's Parquet results store."""
     from skelray.sweep.report import leaderboard, plot
     from skelray.sweep.results import Location, collect, read_results
-    from skelray.sweep.runner import _state
+    from skelray.sweep.runner import sweep_state
 
     if refresh:
-        state = _state(Location.parse(sweep_dir))
+        state = sweep_state(Location.parse(sweep_dir))
         trials, epochs = collect(sweep_dir, metric=state.get("metric", "val/top1"), mode=state.get("mode", "max"))
     else:
         trials, epochs = read_results(sweep_dir)

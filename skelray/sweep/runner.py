@@ -63,7 +63,7 @@ def _write_text(loc: Location, text: str) -> None:
         f.write(text.encode())
 
 
-def _state(sweep: Location) -> dict[str, Any]:
+def sweep_state(sweep: Location) -> dict[str, Any]:
     path = sweep.join(STATE_FILE)
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -186,11 +186,12 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
     add that many samples as a new run (Tune itself cannot grow a finished experiment)."""
     from ray import tune
 
+    from skelray.sweep.tune_builders import trial_resources
     from skelray.train.trial import tune_trainable
 
     console = console or Console()
     sweep, spec = load_sweep_dir(sweep_dir)
-    state = _state(sweep)
+    state = sweep_state(sweep)
     runs: list[str] = state.get("runs", ["run-0"])
     started = start_ray(address)
     try:
@@ -202,7 +203,7 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
             prepare_env(spec)
             console.print(f"resuming {runs[-1]} of sweep {spec.name}")
             tuner = tune.Tuner.restore(spec_storage_uri(last), trainable=tune.with_resources(
-                tune_trainable, _resources(spec)), resume_unfinished=True, resume_errored=True)
+                tune_trainable, trial_resources(spec)), resume_unfinished=True, resume_errored=True)
             tuner.fit()
         if more > 0:
             run = f"run-{len(runs)}"
@@ -234,9 +235,3 @@ def _more_spec(spec, more: int, run_index: int):
         search = {**spec.search, "train.seed": Leaf(kind="grid", values=tuple(range(base, base + more)))}
         return spec.model_copy(update={"search": search, "num_samples": 1}), 1, 0
     return spec, more, 1000 * run_index
-
-
-def _resources(spec):
-    from skelray.sweep.tune_builders import trial_resources
-
-    return trial_resources(spec)
