@@ -97,6 +97,16 @@ def check_choice(value: object, field: str, choices: tuple) -> object:
     return value
 
 
+def scaled_widths(stages: tuple[tuple[int, int], ...], width: float, field: str, *,
+                  multiple: int = 8) -> tuple[tuple[int, int], ...]:
+    """``(channels, stride)`` stages with every width times ``width``, rounded to a multiple of
+    ``multiple`` (at least one multiple): the knob that trades accuracy for speed."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ConfigError(f"must be a number in (0, 4], got {width!r}", where=field,
+                          fix="e.g. 0.5 for half the channels, 1.0 for the paper's widths")
+    return tuple((max(multiple, round(c * width / multiple) * multiple), s) for c, s in stages)
+
+
 class SkeletonModel(nn.Module):
     """Base of every registered model.
 

@@ -3,7 +3,7 @@ plain single-branch blocks (HPI-GCN-RP), or with grouped learnable adjacency (HP
 
 Block: PA graph conv (1x1 conv, sum of ``pa_count`` learnable adjacency matrices, 1x1 conv +
 BN), ReLU, Rep-TCN (parallel linear branches, stride here), residual, ReLU. Nine blocks of
-64, 64, 64, 128, 128, 128, 256, 256, 256 channels, stride 2 at blocks 4 and 7.
+64, 64, 64, 128, 128, 128, 256, 256, 256 channels (times ``width``), stride 2 at blocks 4 and 7.
 ``skelray.models.fuse`` folds every block into: 1x1 conv, one adjacency product, 1x1 conv with
 bias, ReLU, one Kx1 conv with bias. The input BN (per joint) is left as it is.
 """
@@ -26,6 +26,7 @@ from skelray.models._layers import (
     check_choice,
     check_int,
     pool_persons,
+    scaled_widths,
     temporal_difference,
 )
 from skelray.models._registry import register_model
@@ -84,28 +85,32 @@ class HPIBlock(nn.Module):
 class HPIGCN(SkeletonModel):
     def __init__(self, *, name: str, num_classes: int, layout: str | Layout, in_channels: int,
                  num_persons: int, dropout: float, pa_count: int, tcn_kernel: int, input_embedding: str,
-                 groups: int) -> None:
+                 groups: int, width: float = 1.0) -> None:
+        check_int(groups, f"{name}.groups")
+        # The embedding is one more stage; scaled widths stay multiples of 8 (its four motion
+        # groups) and of the adjacency groups.
+        (embed, _), *stages = scaled_widths(((EMBED_CHANNELS, 1), *STAGES), width, f"{name}.width",
+                                            multiple=max(8, groups))
         super().__init__(num_classes=num_classes, layout=layout, in_channels=in_channels,
-                         num_persons=num_persons, dropout=dropout, feat_dim=STAGES[-1][0], name=name)
+                         num_persons=num_persons, dropout=dropout, feat_dim=stages[-1][0], name=name)
         check_int(pa_count, f"{name}.pa_count")
         check_choice(tcn_kernel, f"{name}.tcn_kernel", (5, 9))
         check_choice(input_embedding, f"{name}.input_embedding", ("joint", "plain"))
-        check_int(groups, f"{name}.groups")
-        if EMBED_CHANNELS % groups:
-            raise ConfigError(f"{groups} groups do not divide the {EMBED_CHANNELS} channels of block 1",
+        if embed % groups:
+            raise ConfigError(f"{groups} groups do not divide the {embed} channels of block 1",
                               where=f"{name}.groups", fix="use 1, 2, 4, 8, 16, 32 or 64")
-        self.pa_count, self.tcn_kernel, self.groups = pa_count, tcn_kernel, groups
+        self.pa_count, self.tcn_kernel, self.groups, self.width = pa_count, tcn_kernel, groups, width
         v = self.num_joints
         # The layout's graph with self-links, normalised so every joint's weights sum to one.
         graph = normalize_columns(undirected_adjacency(self.layout) + np.eye(v))
         graph = torch.from_numpy(graph.astype(np.float32))
         self.data_bn = DataBN(in_channels, v)
         if input_embedding == "joint":
-            self.embed: nn.Module = JointEmbedding(in_channels)
+            self.embed: nn.Module = JointEmbedding(in_channels, embed)
         else:  # bone and motion streams carry their own differences already
-            self.embed = nn.Sequential(ConvBN(in_channels, EMBED_CHANNELS), nn.ReLU())
-        blocks, c_in = [], EMBED_CHANNELS
-        for c_out, stride in STAGES:
+            self.embed = nn.Sequential(ConvBN(in_channels, embed), nn.ReLU())
+        blocks, c_in = [], embed
+        for c_out, stride in stages:
             blocks.append(HPIBlock(c_in, c_out, graph, stride=stride, pa_count=pa_count, groups=groups,
                                    tcn_kernel=tcn_kernel))
             c_in = c_out
@@ -119,19 +124,19 @@ class HPIGCN(SkeletonModel):
 @register_model
 def hpigcn_rp(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3,
               num_persons: int = 2, dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
-              input_embedding: str = "joint") -> HPIGCN:
+              input_embedding: str = "joint", width: float = 1.0) -> HPIGCN:
     """HPI-GCN-RP: ``pa_count`` learnable adjacency matrices per block, Rep-TCN with K=5 or 9;
-    ``input_embedding="plain"`` for bone and motion streams."""
+    ``input_embedding="plain"`` for bone and motion streams; ``width`` scales every channel count."""
     return HPIGCN(name="hpigcn_rp", num_classes=num_classes, layout=layout, in_channels=in_channels,
                   num_persons=num_persons, dropout=dropout, pa_count=pa_count, tcn_kernel=tcn_kernel,
-                  input_embedding=input_embedding, groups=1)
+                  input_embedding=input_embedding, groups=1, width=width)
 
 
 @register_model
 def hpigcn_op(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3,
               num_persons: int = 2, dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
-              input_embedding: str = "joint", groups: int = 8) -> HPIGCN:
+              input_embedding: str = "joint", groups: int = 8, width: float = 1.0) -> HPIGCN:
     """HPI-GCN-OP: as RP, but each of ``groups`` channel groups has its own adjacency matrices."""
     return HPIGCN(name="hpigcn_op", num_classes=num_classes, layout=layout, in_channels=in_channels,
                   num_persons=num_persons, dropout=dropout, pa_count=pa_count, tcn_kernel=tcn_kernel,
-                  input_embedding=input_embedding, groups=groups)
+                  input_embedding=input_embedding, groups=groups, width=width)

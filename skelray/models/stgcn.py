@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from skelray.data.graph import spatial_partition
 from skelray.data.layouts import Layout
 from skelray.models._fuse import bn_scale_shift, conv_like, fold_bn
-from skelray.models._layers import ConvBN, DataBN, Einsum, SkeletonModel, pool_persons
+from skelray.models._layers import ConvBN, DataBN, Einsum, SkeletonModel, pool_persons, scaled_widths
 from skelray.models._registry import register_model
 
 # (out channels, temporal stride) of the ten blocks.
@@ -108,15 +108,18 @@ class STGCNBlockFused(nn.Module):
 
 class STGCN(SkeletonModel):
     def __init__(self, *, num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3,
-                 num_persons: int = 2, dropout: float = 0.0, edge_importance: bool = True) -> None:
+                 num_persons: int = 2, dropout: float = 0.0, edge_importance: bool = True,
+                 width: float = 1.0) -> None:
+        stages = scaled_widths(STAGES, width, "stgcn.width")
         super().__init__(num_classes=num_classes, layout=layout, in_channels=in_channels,
-                         num_persons=num_persons, dropout=dropout, feat_dim=STAGES[-1][0], name="stgcn")
+                         num_persons=num_persons, dropout=dropout, feat_dim=stages[-1][0], name="stgcn")
+        self.width = width
         # The reference applies dropout inside every temporal unit, not before the head.
         self.drop = nn.Identity()
         a = torch.from_numpy(spatial_partition(self.layout))
         self.data_bn = DataBN(in_channels, self.num_joints)
         blocks, c_in = [], in_channels
-        for i, (c_out, stride) in enumerate(STAGES):
+        for i, (c_out, stride) in enumerate(stages):
             blocks.append(STGCNBlock(c_in, c_out, a, stride=stride, residual=i > 0, dropout=self.dropout,
                                      edge_importance=edge_importance))
             c_in = c_out
@@ -129,7 +132,8 @@ class STGCN(SkeletonModel):
 
 @register_model
 def stgcn(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3, num_persons: int = 2,
-          dropout: float = 0.0, edge_importance: bool = True) -> STGCN:
-    """ST-GCN with the spatial partition (K=3), 10 blocks 64..256, 9x1 temporal convs."""
+          dropout: float = 0.0, edge_importance: bool = True, width: float = 1.0) -> STGCN:
+    """ST-GCN with the spatial partition (K=3), 10 blocks 64..256 (times ``width``), 9x1
+    temporal convs."""
     return STGCN(num_classes=num_classes, layout=layout, in_channels=in_channels, num_persons=num_persons,
-                 dropout=dropout, edge_importance=edge_importance)
+                 dropout=dropout, edge_importance=edge_importance, width=width)

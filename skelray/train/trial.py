@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from skelray.data.transforms import Preprocess
+from skelray.models import fuse
 from skelray.train.data import DataBundle, load_splits
 from skelray.train.loop import (
     make_optimizer,
@@ -158,10 +159,14 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
             recalibrate_bn(model, data.splits["train"], pp_train, batch_size=t.batch_size,
                            num_batches=t.precise_bn_batches, rng=rng, device=device)
         eval_bs = t.eval_batch_size or t.batch_size
-        logits = {"val_logits": predict(model, val, pp_eval, batch_size=eval_bs, device=device),
+        # Dense models are evaluated in their fused form: the same logits (the fusion tests hold
+        # them within 1e-4), 2-3x cheaper for multi-branch models.
+        judged = model if sparsity is not None else fuse(model)
+        logits = {"val_logits": predict(judged, val, pp_eval, batch_size=eval_bs, device=device),
                   "val_labels": val.labels,
-                  "test_logits": predict(model, test, pp_eval, batch_size=eval_bs, device=device),
+                  "test_logits": predict(judged, test, pp_eval, batch_size=eval_bs, device=device),
                   "test_labels": test.labels}
+        del judged
         last = epoch + 1 == t.epochs
         # Sizes and latency of the inference form: once for dense models (training does not
         # change them); for sparse ones again at the end, when the masks have settled.

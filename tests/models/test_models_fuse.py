@@ -51,6 +51,14 @@ def _assert_equal_logits(model: nn.Module, fused: nn.Module, x: torch.Tensor) ->
     assert diff <= 1e-4, f"fused logits differ by {diff:.2e} (logits up to {want.abs().max():.1f})"
 
 
+@pytest.mark.parametrize("name", ["stgcn", "hpigcn_rp"])
+def test_a_narrow_model_fuses_to_the_same_logits(name: str) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(4, 1, 16, 20, 3)
+    model = _trained(name, x, "kinect_v1_20", width=0.5)
+    _assert_equal_logits(model, fuse(model), torch.randn(3, 1, 16, 20, 3))
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_fused_logits_equal_training_logits_on_random_input(name: str) -> None:
     torch.manual_seed(1)

@@ -32,6 +32,8 @@ def test_unknown_option_is_named_with_a_suggestion() -> None:
     ("hpigcn_rp", {"input_embedding": "bone"}, "hpigcn_rp.input_embedding"),
     ("hpigcn_rp", {"pa_count": 0}, "hpigcn_rp.pa_count"),
     ("hpigcn_op", {"groups": 3}, "hpigcn_op.groups"),
+    ("hpigcn_rp", {"width": 0}, "hpigcn_rp.width"),
+    ("stgcn", {"width": "half"}, "stgcn.width"),
     ("stgcn", {"num_classes": 0}, "stgcn.num_classes"),
     ("esgn", {"dropout": 1.0}, "esgn.dropout"),
 ])

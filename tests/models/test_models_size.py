@@ -40,6 +40,26 @@ def test_hpigcn_rp_inference_size_is_near_the_paper() -> None:
     assert abs(params - 1.82e6) <= 0.03 * 1.82e6, params
 
 
+@pytest.mark.parametrize("name", ["stgcn", "hpigcn_rp", "hpigcn_op"])
+def test_width_scales_every_block_and_the_cost(name: str) -> None:
+    shape = (1, 1, 32, 20, 3)
+    full = create_model(name, num_classes=10, layout="kinect_v1_20", num_persons=1)
+    half = create_model(name, num_classes=10, layout="kinect_v1_20", num_persons=1, width=0.5)
+    convs = [(a.out_channels, b.out_channels) for a, b in zip(full.modules(), half.modules())
+             if isinstance(a, torch.nn.Conv2d)]
+    assert convs and all(b * 2 == a or a <= 8 for a, b in convs), convs
+    assert half.feat_dim * 2 == full.feat_dim
+    (p_full, m_full), (p_half, m_half) = profile(full, shape), profile(half, shape)
+    # Convs dominate, and their cost goes with width squared.
+    assert 3.0 < p_full / p_half < 4.5 and 3.0 < m_full / m_half < 4.5, (p_full / p_half, m_full / m_half)
+
+
+def test_scaled_widths_stay_multiples_of_the_groups() -> None:
+    model = create_model("hpigcn_op", groups=16, width=0.3)
+    widths = {m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert all(w % 16 == 0 for w in widths if w > 10), widths
+
+
 def test_esgn_is_under_one_million_parameters() -> None:
     params, _ = profile(create_model("esgn", layout="ntu25", num_classes=60), (1, 2, 20, 25, 3))
     assert params < 1_000_000
