@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from skelray.errors import ConfigError
-from skelray.sweep._problems import Problem, unknown_key_fix
+from skelray.sweep._problems import Problem, did_you_mean, unknown_key_fix
 from skelray.sweep._trial_checks import check_path, check_search, check_trial
 
 if TYPE_CHECKING:
@@ -128,7 +128,25 @@ def _check_scheduler(spec: SweepSpec, root: type) -> list[Problem]:
     return out
 
 
+# What Tune adds to every report, beside the trial's own metrics.
+TUNE_METRICS = ("training_iteration", "time_this_iter_s", "time_total_s")
+
+
+def reported_metrics(spec: SweepSpec) -> list[str]:
+    """Every key a trial of ``spec`` reports each epoch (``skelray.train.trial.run_trial``), so a
+    metric name can be checked before anything runs."""
+    keys = ["epoch", "lr", "epoch_time_s", "train/loss", "train/top1", "params", "macs", "sparsity",
+            "diverged", *(f"latency_ms_b{b}" for b in spec.train.latency_batches)]
+    keys += [f"{split}/{m}" for split in ("val", "test") for m in ("top1", "top5", "loss")]
+    return [*keys, *TUNE_METRICS]
+
+
 def _check_metric(spec: SweepSpec) -> list[Problem]:
+    known = reported_metrics(spec)
+    if spec.metric.strip() and spec.metric not in known:
+        close = did_you_mean(spec.metric, known)
+        return [Problem("metric", f"no trial reports '{spec.metric}'",
+                        f"did you mean '{close}'?" if close else "use one of " + ", ".join(known[:-3]))]
     name = spec.metric.lower()
     lower_better = any(w in name for w in ("loss", "error", "err", "latency", "_ms", "/ms", "time"))
     higher_better = any(w in name for w in ("top1", "top5", "acc", "f1", "map", "auc"))

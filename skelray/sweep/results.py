@@ -135,17 +135,22 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
     config = json.loads(trial.join("params.json").read_text())
     epochs = _read_epochs(trial)
     total = epochs_total or config.get("train", {}).get("epochs")
+    final = epochs[-1] if epochs else {}
+    # The best checkpoint is what ensembling and export use, so the row's best.* metrics are
+    # that checkpoint's epoch. Ties go to the later epoch (Tune keeps the newer of tied
+    # checkpoints); without checkpoints, the best epoch of the log.
+    best_ckpt = None
+    for loc, info in sorted(_checkpoints(trial), key=lambda c: c[1].get("epoch", 0)):
+        value = info.get("metrics", {}).get(metric)
+        if value is not None and (best_ckpt is None or not _better(best_ckpt[1], value, mode)):
+            best_ckpt = (loc, value, info)
     best = None
     for row in epochs:
-        if metric in row and (best is None or _better(row[metric], best[metric], mode)):
+        if best_ckpt is not None:
+            if row.get("epoch") == best_ckpt[2].get("epoch"):
+                best = row
+        elif metric in row and (best is None or not _better(best[metric], row[metric], mode)):
             best = row
-    final = epochs[-1] if epochs else {}
-    ckpts = _checkpoints(trial)
-    best_ckpt = None
-    for loc, info in ckpts:
-        value = info.get("metrics", {}).get(metric)
-        if value is not None and (best_ckpt is None or _better(value, best_ckpt[1], mode)):
-            best_ckpt = (loc, value, info)
     error_file = trial.join("error.txt")
     error_text = error_file.read_text() if error_file.exists() else ""
     # error.txt stays after a retry succeeds, so a finished run wins over a recorded failure.

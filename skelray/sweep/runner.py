@@ -87,7 +87,12 @@ def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, s
 
     from skelray.sweep.live import LiveView
     from skelray.sweep.tracking import wandb_callback
-    from skelray.sweep.tune_builders import build_param_space, build_tune_config, trial_resources
+    from skelray.sweep.tune_builders import (
+        build_param_space,
+        build_stopper,
+        build_tune_config,
+        trial_resources,
+    )
     from skelray.train.trial import tune_trainable
 
     tune_config = build_tune_config(spec, num_samples=num_samples, seed_offset=seed_offset)
@@ -107,6 +112,7 @@ def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, s
                                                 checkpoint_score_attribute=spec.metric,
                                                 checkpoint_score_order=spec.mode),
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+        stop=build_stopper(spec),
         callbacks=callbacks,
         verbose=0,
     )

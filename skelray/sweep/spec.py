@@ -200,6 +200,7 @@ class SweepSpec(_Section):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     metric: str = "val/top1"  # a key the trial reports every epoch
     mode: Literal["max", "min"] = "max"
+    target: float | None = None  # stop the whole sweep once a trial's metric reaches this (W&B metric.target)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: int | None = Field(None, ge=1)  # trials at once; None = as many as resources allow
     num_samples: int | None = Field(None, ge=1)  # None: 1 for grid, 10 for random/optuna

@@ -58,12 +58,12 @@ def wandb_callback(spec: Any, sweep: Location):
     mode = prepare_env(spec)
     if mode == "disabled":
         return None
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from skelray.sweep._wandb_callback import SweepWandbCallback
 
     kwargs: dict[str, Any] = {"mode": mode, "dir": wandb_dir(sweep)}
     if w.entity:
         kwargs["entity"] = w.entity
-    return WandbLoggerCallback(project=w.project or "skelray", group=w.group or spec.name,
+    return SweepWandbCallback(project=w.project or "skelray", group=w.group or spec.name,
                                log_config=False, excludes=EXCLUDED, **kwargs)
 
 

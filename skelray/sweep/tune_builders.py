@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 TIME_ATTR = "training_iteration"  # the trial reports once per epoch, so iterations are epochs
 
-__all__ = ["TIME_ATTR", "build_param_space", "build_scheduler", "build_search_alg", "build_tune_config",
-           "trial_resources"]
+__all__ = ["TIME_ATTR", "TargetStopper", "build_param_space", "build_scheduler", "build_search_alg",
+           "build_stopper", "build_tune_config", "trial_resources"]
 
 
 def build_search_alg(spec: SweepSpec, seed_offset: int = 0) -> Searcher | SearchAlgorithm | None:
@@ -109,6 +109,29 @@ def build_tune_config(spec: SweepSpec, num_samples: int | None = None,
         search_alg=build_search_alg(spec, seed_offset), scheduler=build_scheduler(spec),
         num_samples=num_samples or spec.samples,
     )
+
+
+class TargetStopper(tune.Stopper):
+    """Ends the whole sweep once any trial reports ``metric`` at or past ``target`` (W&B's
+    ``metric.target``): running trials stop after that epoch and pending ones never start."""
+
+    def __init__(self, metric: str, mode: str, target: float) -> None:
+        self.metric, self.mode, self.target = metric, mode, target
+        self.reached_by: str | None = None
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        value = result.get(self.metric)
+        if self.reached_by is None and isinstance(value, (int, float)) and (
+                value >= self.target if self.mode == "max" else value <= self.target):
+            self.reached_by = trial_id
+        return False
+
+    def stop_all(self) -> bool:
+        return self.reached_by is not None
+
+
+def build_stopper(spec: SweepSpec) -> TargetStopper | None:
+    return TargetStopper(spec.metric, spec.mode, spec.target) if spec.target is not None else None
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:

@@ -3,8 +3,9 @@
 What maps to what:
 
 - ``method``: grid -> searcher grid, random -> random, bayes -> optuna (TPE); custom is refused.
-- ``metric: {name, goal}`` -> ``metric`` / ``mode`` (goal defaults to minimize, as in W&B).
-  ``target`` and ``impute*`` are accepted and ignored.
+- ``metric: {name, goal, target}`` -> ``metric`` / ``mode`` (goal defaults to minimize, as in
+  W&B) / ``target`` (the sweep ends once a trial reaches it). ``impute*`` are accepted and
+  ignored: a trial that fails is kept as ERROR in the results rather than given a made-up value.
 - ``early_terminate: {type: hyperband, min_iter | max_iter + s, eta}`` -> ASHA with
   ``grace_period = min_iter`` (or ``max_iter / eta**s``), ``max_t = max_iter`` (else
   train.epochs) and ``reduction_factor = eta`` (default 3). One iteration is one epoch.
@@ -101,6 +102,8 @@ def convert_wandb(raw: Mapping[str, Any], problems: Problems,
     if "metric" in raw:
         derived["metric"] = raw["metric"]["name"]
         derived["mode"] = GOALS[raw["metric"].get("goal", "minimize")]
+        if "target" in raw["metric"]:
+            derived["target"] = raw["metric"]["target"]
     if "early_terminate" in raw:
         derived["scheduler"] = _asha(raw["early_terminate"])
     if "run_cap" in raw:

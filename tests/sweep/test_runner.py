@@ -95,6 +95,20 @@ def test_asha_stops_trials_early(tmp_path, tiny_sweep):
     assert epochs.num_rows == 6
 
 
+def test_target_ends_the_whole_sweep(tmp_path, tiny_sweep):
+    # One trial at a time and a metric known in advance: the first trial reaches the target at
+    # its first epoch, so it stops there and the other two never start.
+    spec = load_sweep(tiny_sweep("target", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3]}},
+                                 max_concurrent=1, metric="epoch", mode="max", target=1))
+    outcome = run_sweep(spec)  # Ray's own W&B callback would wait 30 min here for the cut-short run
+    trials, epochs = read_results(outcome.sweep_dir)
+    assert epochs.num_rows == 1
+    ran = [r for r in trials.to_pylist() if r["epochs_run"]]
+    assert [(r["trial_name"], r["epochs_run"]) for r in ran] == [("t00000-pa_count=1", 1)]
+    (run,) = [read_offline_run(p) for p in offline_runs(Location.parse(outcome.sweep_dir))]
+    assert [h["epoch"] for h in run["history"]] == [1]
+
+
 def test_diverging_trial_stops_itself(tmp_path, tiny_sweep):
     spec = load_sweep(tiny_sweep("diverge", str(tmp_path), train={"epochs": 3, "batch_size": 8, "lr": 1e4, "latency_batches": [1]},
                                  search={}))

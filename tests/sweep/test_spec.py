@@ -219,6 +219,19 @@ def test_metric_and_mode_that_disagree():
     assert "mode" in msg and "set mode: min" in msg
 
 
+def test_a_metric_no_trial_reports():
+    msg = error_of(MIN + "metric: val/top_1\n")
+    assert "metric" in msg and "no trial reports 'val/top_1'" in msg and "did you mean 'val/top1'" in msg
+    msg = error_of(MIN + "metric: accuracy\nmode: max\n")
+    assert "use one of" in msg and "test/top5" in msg
+
+
+def test_latency_metrics_follow_the_measured_batch_sizes():
+    assert load_sweep(MIN + "metric: latency_ms_b8\nmode: min\ntrain: {latency_batches: [1, 8]}\n")
+    assert "did you mean 'latency_ms_b1'" in error_of(MIN + "metric: latency_ms_b8\nmode: min\n"
+                                                      "train: {latency_batches: [1]}\n")
+
+
 def test_scheduler_parameter_of_another_scheduler():
     msg = error_of(MIN + "scheduler: {type: asha, perturbation_interval: 2}\n")
     assert "scheduler.perturbation_interval" in msg and "type to pbt" in msg

@@ -19,7 +19,7 @@ from skelray.errors import ConfigError
 from skelray.sweep import load_sweep
 from skelray.sweep._problems import Problems
 from skelray.sweep._wandb_schema import validate_wandb
-from skelray.sweep.tune_builders import build_param_space, build_scheduler, build_search_alg
+from skelray.sweep.tune_builders import build_param_space, build_scheduler, build_search_alg, build_stopper
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO.parent / "shared" / "reference" / "wandb-sweeps" / "schema.json"
@@ -157,6 +157,16 @@ def test_metric_goal_maps_to_mode_and_defaults_to_minimize_as_in_w_and_b():
     assert (spec.metric, spec.mode) == ("val/top1", "max")
     spec = load_sweep(wandb(params="  lr: {values: [0.1]}\n", extra="metric: {name: val/loss}\n"))
     assert (spec.metric, spec.mode) == ("val/loss", "min")
+
+
+def test_metric_target_ends_the_sweep_once_a_trial_reaches_it():
+    spec = load_sweep(wandb(params="  lr: {values: [0.1]}\n",
+                            extra="metric: {name: val/loss, target: 0.5}\n"))
+    stopper = build_stopper(spec)
+    assert spec.target == 0.5 and not stopper.stop_all()
+    assert stopper("a", {"val/loss": 0.7}) is False and not stopper.stop_all()
+    assert stopper("b", {"val/loss": 0.5}) is False and stopper.stop_all() and stopper.reached_by == "b"
+    assert build_stopper(load_sweep(wandb(params="  lr: {values: [0.1]}\n"))) is None
 
 
 def test_hyperband_min_iter_becomes_asha():
