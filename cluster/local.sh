@@ -138,8 +138,16 @@ down() {
     sleep 0.5
     pids="$(cluster_pids)"; [[ -z "$pids" ]] && break
   done
-  # shellcheck disable=SC2086
-  [[ -n "$pids" ]] && kill -KILL $pids 2> /dev/null || true
+  # What is left is killed, again until none is left: a worker forked during the shutdown
+  # carries the marker too, and a killed process takes a moment to go.
+  for _ in $(seq 40); do
+    [[ -z "$pids" ]] && break
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2> /dev/null || true
+    sleep 0.25
+    pids="$(cluster_pids)"
+  done
+  [[ -z "$pids" ]] || die "processes $pids of the cluster in $DIR did not stop"
   rm -f "$STATE"
   echo "stopped the cluster in $DIR"
 }
