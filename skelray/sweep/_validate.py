@@ -145,8 +145,9 @@ def _check_metric(spec: SweepSpec) -> list[Problem]:
     known = reported_metrics(spec)
     if spec.metric.strip() and spec.metric not in known:
         close = did_you_mean(spec.metric, known)
+        own = ", ".join(k for k in known if k not in TUNE_METRICS)
         return [Problem("metric", f"no trial reports '{spec.metric}'",
-                        f"did you mean '{close}'?" if close else "use one of " + ", ".join(known[:-3]))]
+                        f"did you mean '{close}'?" if close else f"use one of {own}")]
     name = spec.metric.lower()
     lower_better = any(w in name for w in ("loss", "error", "err", "latency", "_ms", "/ms", "time"))
     higher_better = any(w in name for w in ("top1", "top5", "acc", "f1", "map", "auc"))
