@@ -99,7 +99,7 @@ class HPIGCN(SkeletonModel):
         if embed % groups:
             raise ConfigError(f"{groups} groups do not divide the {embed} channels of block 1",
                               where=f"{name}.groups", fix="use 1, 2, 4, 8, 16, 32 or 64")
-        self.pa_count, self.tcn_kernel, self.groups, self.width = pa_count, tcn_kernel, groups, width
+        self.pa_count, self.tcn_kernel, self.groups = pa_count, tcn_kernel, groups
         v = self.num_joints
         # The layout's graph with self-links, normalised so every joint's weights sum to one.
         graph = normalize_columns(undirected_adjacency(self.layout) + np.eye(v))

@@ -113,7 +113,6 @@ class STGCN(SkeletonModel):
         stages = scaled_widths(STAGES, width, "stgcn.width")
         super().__init__(num_classes=num_classes, layout=layout, in_channels=in_channels,
                          num_persons=num_persons, dropout=dropout, feat_dim=stages[-1][0], name="stgcn")
-        self.width = width
         # The reference applies dropout inside every temporal unit, not before the head.
         self.drop = nn.Identity()
         a = torch.from_numpy(spatial_partition(self.layout))
