@@ -51,7 +51,7 @@ BARE_NAMES = {
     "optimizer": "train.optimizer", "momentum": "train.momentum", "nesterov": "train.nesterov",
     "weight_decay": "train.weight_decay", "label_smoothing": "train.label_smoothing",
     "warmup_epochs": "train.warmup_epochs", "schedule": "train.schedule", "seed": "train.seed",
-    "amp": "train.amp", "grad_clip": "train.grad_clip",
+    "amp": "train.amp", "grad_clip": "train.grad_clip", "ema_decay": "train.ema_decay",
     "model": "model.name", "pa_count": "model.kwargs.pa_count", "dropout": "model.kwargs.dropout",
     "tcn_kernel": "model.kwargs.tcn_kernel",
     "level": "model.sparsity.level", "sparsity": "model.sparsity.level",

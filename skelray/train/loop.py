@@ -6,10 +6,12 @@ benchmark both call these functions, so the two time exactly the same work.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,9 +92,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, *, kind: str, epochs: int, s
 def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, *, batch_size: int, rng: np.random.Generator,
                 label_smoothing: float = 0.0, device: torch.device | str = "cpu",
-                extra_loss=None, amp: bool = False, grad_clip: float | None = None) -> dict[str, float]:
+                extra_loss=None, amp: bool = False, grad_clip: float | None = None,
+                after_step: Callable[[nn.Module], None] | None = None) -> dict[str, float]:
     """One pass over the training split. ``extra_loss(model, labels)`` adds e.g. a sparsity
-    penalty or an ensemble's per-member losses (computed in the forward just run)."""
+    penalty or an ensemble's per-member losses (computed in the forward just run);
+    ``after_step(model)`` runs after every optimiser step (e.g. ``WeightAverage.update``)."""
     model.train()
     device = torch.device(device)
     use_amp = amp and device.type == "cuda"
@@ -113,10 +117,51 @@ def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch
         scaler.step(optimizer)
         scaler.update()
         schedule.step()
+        if after_step is not None:
+            after_step(model)
         total += len(y)
         correct += int((logits.argmax(1) == y).sum())
         loss_sum += float(loss.detach()) * len(y)
     return {"loss": loss_sum / max(total, 1), "top1": correct / max(total, 1)}
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights, updated after every optimiser step.
+
+    ``module`` is a copy of the model that holds the average; it is what gets evaluated and
+    saved. Floating-point parameters and buffers move towards the live model each step;
+    integer buffers (BatchNorm's batch counter) are copied. The decay ramps up as
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the random initial weights do
+    not linger in the average of a short run. When the caller re-estimates BatchNorm
+    statistics on ``module`` (precise BN), the running statistics keep averaging from those.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        live = model.state_dict(keep_vars=True)
+        for name, avg in self.module.state_dict(keep_vars=True).items():
+            if avg.dtype.is_floating_point:
+                avg.lerp_(live[name].detach(), 1.0 - decay)
+            else:
+                avg.copy_(live[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["weights"])
+        self.updates = int(state["updates"])
 
 
 @torch.no_grad()

@@ -6,7 +6,9 @@ it for Tune (node-shared data, ``tune.report`` with a ``Checkpoint``, ``tune.get
 The plain-Python baseline of the overhead benchmark calls ``run_trial`` directly.
 
 A checkpoint directory holds:
-  state.pt      model / optimiser / schedule / torch RNG state (``torch.load(weights_only=True)``)
+  state.pt      model / optimiser / schedule / torch RNG state (``torch.load(weights_only=True)``);
+                with ``train.ema_decay``, ``model`` is the averaged (evaluated) weights and
+                ``live_model`` the weights the optimiser is training
   trial.json    epoch, NumPy RNG state, metrics of this epoch, sizes of the inference form
   logits.npz    validation and test logits and labels of this epoch (for ensembling)
 """
@@ -29,6 +31,7 @@ from skelray.data.transforms import Preprocess
 from skelray.models import fuse
 from skelray.train.data import DataBundle, load_splits
 from skelray.train.loop import (
+    WeightAverage,
     make_optimizer,
     make_schedule,
     metrics_from_logits,
@@ -82,8 +85,12 @@ def describe(cfg: Any, data: DataBundle, pp: Preprocess) -> dict[str, Any]:
 
 
 def _save(directory: Path, model, optimizer, schedule, rng: np.random.Generator, epoch: int,
-          metrics: dict, sizes: dict, logits: dict[str, np.ndarray], description: dict[str, Any]) -> None:
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+          metrics: dict, sizes: dict, logits: dict[str, np.ndarray], description: dict[str, Any],
+          average: WeightAverage | None = None) -> None:
+    # ``model`` is always the evaluated weights: exports, ensembles and serving load that key.
+    weights = {"model": average.module.state_dict(), "live_model": model.state_dict(),
+               "average_updates": average.updates} if average else {"model": model.state_dict()}
+    torch.save({**weights, "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state()}, directory / "state.pt")
     (directory / "trial.json").write_text(json.dumps(
         {"epoch": epoch, "rng": rng.bit_generator.state, "metrics": metrics, "sizes": sizes, **description},
@@ -133,10 +140,13 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
     schedule = make_schedule(optimizer, kind=t.schedule, epochs=t.epochs, steps_per_epoch=steps,
                              warmup_epochs=t.warmup_epochs, milestones=t.milestones, gamma=t.gamma)
     rng = np.random.default_rng(t.seed)
+    average = WeightAverage(model, t.ema_decay) if t.ema_decay is not None else None
     start_epoch, sizes, metrics = 0, {}, {}
     if resume_from:
         state = torch.load(Path(resume_from) / "state.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("live_model", state["model"]))
+        if average is not None:
+            average.load_state_dict({"weights": state["model"], "updates": state.get("average_updates", 0)})
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
@@ -150,18 +160,22 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
     for epoch in range(start_epoch, t.epochs):
         started = time.perf_counter()
         if sparsity is not None:
-            sparsity.on_epoch_start(model, epoch)
+            # The schedules' levels and temperatures are plain attributes: set them on the
+            # averaged copy too, or it would keep those of the epoch it was copied at.
+            for target in (model, average.module) if average is not None else (model,):
+                sparsity.on_epoch_start(target, epoch)
         penalty = (lambda m, y: sparsity.penalty(m, labels=y)) if sparsity is not None else None
         tr = train_epoch(model, data.splits["train"], pp_train, optimizer, schedule, batch_size=t.batch_size,
                          rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty, amp=t.amp,
-                         grad_clip=t.grad_clip)
+                         grad_clip=t.grad_clip, after_step=average.update if average is not None else None)
+        evaluated = average.module if average is not None else model
         if t.precise_bn_batches:
-            recalibrate_bn(model, data.splits["train"], pp_train, batch_size=t.batch_size,
+            recalibrate_bn(evaluated, data.splits["train"], pp_train, batch_size=t.batch_size,
                            num_batches=t.precise_bn_batches, rng=rng, device=device)
         eval_bs = t.eval_batch_size or t.batch_size
         # Dense models are evaluated in their fused form: the same logits (the fusion tests hold
         # them within 1e-4), 2-3x cheaper for multi-branch models.
-        judged = model if sparsity is not None else fuse(model)
+        judged = evaluated if sparsity is not None else fuse(evaluated)
         logits = {"val_logits": predict(judged, val, pp_eval, batch_size=eval_bs, device=device),
                   "val_labels": val.labels,
                   "test_logits": predict(judged, test, pp_eval, batch_size=eval_bs, device=device),
@@ -189,7 +203,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
             metrics["diverged"] = 1
         with tempfile.TemporaryDirectory(prefix="skelray-ckpt-") as tmp:
             _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits,
-                  {**description, **per_class})
+                  {**description, **per_class}, average)
             if report is not None:
                 report(metrics, tmp)
         if diverged:

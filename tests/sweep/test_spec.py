@@ -1,4 +1,4 @@
-"""Sweep YAML -> SweepSpec: defaults, overrides, and one test per mistake a user can make,
+"""Sweep YAML -> SweepSpec: defaults, overrides, and one case per mistake a user can make,
 each asserting the YAML path and the fix in the message."""
 
 from __future__ import annotations
@@ -94,61 +94,121 @@ def test_trial_names_need_the_spec_for_a_whole_config():
         trial_name(config)
 
 
-# -- one test per mistake ----------------------------------------------------------------------
+# -- one case per mistake --------------------------------------------------------------------
 
-def test_unknown_top_level_key_suggests_the_right_one():
-    msg = error_of(MIN + "trian: {epochs: 3}\n")
-    assert "trian" in msg and "did you mean 'train'" in msg
+# Each mistake, and what its message must hold: the YAML path and the fix.
+MISTAKES = [
+    pytest.param(MIN + "trian: {epochs: 3}\n",
+                 ['trian', "did you mean 'train'"],
+                 id="unknown_top_level_key_suggests_the_right_one"),
+    pytest.param(MIN + "train: {epocs: 3}\n",
+                 ['train.epocs', "did you mean 'epochs'"],
+                 id="unknown_nested_key_suggests_the_right_one"),
+    pytest.param(MIN + "search: {train.lrr: {grid: [0.1, 0.2]}}\n",
+                 ['search.train.lrr', "did you mean 'lr'"],
+                 id="unknown_search_path_suggests_the_right_one"),
+    pytest.param(MIN + "search: {model.kwargs.pa_cuont: {grid: [1, 3]}}\n",
+                 ['search.model.kwargs.pa_cuont', "did you mean 'pa_count'"],
+                 id="misspelt_model_kwarg_in_a_search_path_is_caught"),
+    pytest.param("name: t\ndata: {format: synthetic}\nmodel: {name: hpigcn_rp, kwargs: {pa_cont: 3}}\n",
+                 ['model.kwargs.pa_cont', "did you mean 'pa_count'"],
+                 id="unknown_model_kwarg_in_the_base_config_is_caught"),
+    pytest.param("name: t\ndata: {format: synthetic}\nmodel: {name: hpigcn_rp, kwargs: {num_persons: 1}}\n",
+                 ['model.kwargs.num_persons', 'data.persons'],
+                 id="model_kwargs_the_trial_sets_from_the_data_are_refused"),
+    pytest.param(MIN + "train: {epochs: three}\n",
+                 ['train.epochs', 'whole number'],
+                 id="wrong_type_names_the_path_and_the_expected_type"),
+    pytest.param(MIN + "search: {train.epochs: {uniform: [1, 5]}}\n",
+                 ['search.train.epochs', 'whole number'],
+                 id="searched_value_of_the_wrong_type_is_caught_before_any_trial"),
+    pytest.param(MIN + "search: {train.lr: {grid: []}}\n",
+                 ['search.train.lr.grid', 'at least one value'],
+                 id="empty_grid"),
+    pytest.param(MIN + "search: {train.lr: {loguniform: [0.1, 0.01]}}\n",
+                 ['search.train.lr.loguniform', 'must be less than high', 'swap'],
+                 id="low_not_below_high"),
+    pytest.param(MIN + "search: {train.lr: [0.1, 0.2]}\n",
+                 ['search.train.lr', '{grid: [0.1, 0.2]}'],
+                 id="not_a_leaf_under_search"),
+    pytest.param("name: t\ndata: {format: synthetic, layout: ntu52}\nmodel: {name: hpigcn_rp}\n",
+                 ['data.layout', "did you mean 'ntu25'"],
+                 id="unknown_layout"),
+    pytest.param("name: t\ndata: {format: ntu, path: /no/such/folder}\nmodel: {name: hpigcn_rp}\n",
+                 ['data.path', 'does not exist', 'check the path'],
+                 id="data_path_that_does_not_exist"),
+    pytest.param("name: t\ndata: {format: ucla}\nmodel: {name: hpigcn_rp}\n",
+                 ['data.path', '--data PATH'],
+                 id="data_path_required_for_real_data"),
+    pytest.param(MIN + "scheduler: {type: pbt}\ntrain: {epochs: 5}\n",
+                 ['scheduler.hyperparam_mutations', 'hyperparam_mutations: {train.lr'],
+                 id="pbt_without_hyperparam_mutations"),
+    pytest.param(MIN + "searcher: {type: grid}\nsearch: {train.lr: {uniform: [0.01, 0.1]}}\n",
+                 ['search.train.lr', 'searcher: {type: random}'],
+                 id="grid_searcher_with_a_continuous_distribution"),
+    pytest.param(MIN + "searcher: {type: optuna}\nsearch: {train.lr: {grid: [0.01, 0.1]}}\n",
+                 ['search.train.lr', '{choice: [...]}'],
+                 id="optuna_with_a_grid_leaf"),
+    pytest.param(MIN + "searcher: {type: optuna}\nsearch: {train.lr: {lognormal: [-3, 1]}}\n",
+                 ['search.train.lr', 'optuna has no lognormal'],
+                 id="optuna_with_a_distribution_it_lacks"),
+    pytest.param(MIN + "searcher: {type: optuna}\ntrain: {epochs: 5}\n"
+                 "scheduler: {type: pbt, hyperparam_mutations: {train.lr: {uniform: [0.01, 0.1]}}}\n",
+                 ['searcher.type', 'random or grid'],
+                 id="pbt_with_optuna"),
+    pytest.param(MIN + "metric: val/loss\n",
+                 ['mode', 'set mode: min'],
+                 id="metric_and_mode_that_disagree"),
+    pytest.param(MIN + "scheduler: {type: asha, perturbation_interval: 2}\n",
+                 ['scheduler.perturbation_interval', 'type to pbt'],
+                 id="scheduler_parameter_of_another_scheduler"),
+    pytest.param(MIN + "train: {epochs: 3}\nscheduler: {type: asha, max_t: 10}\n",
+                 ['scheduler.max_t', 'max_t: 3'],
+                 id="asha_max_t_beyond_the_epochs"),
+    pytest.param(MIN + "resources: {gpu: 1.5}\n",
+                 ['resources.gpu', 'fraction'],
+                 id="fractional_gpu_above_one"),
+    pytest.param(MIN + "storage: 'ftp://host/x'\n",
+                 ['storage', 's3'],
+                 id="unknown_storage_scheme"),
+    pytest.param(MIN + "train: {schedule: step}\n",
+                 ['train.milestones', 'milestones: [20, 40]'],
+                 id="step_schedule_without_milestones"),
+    pytest.param("name: t\ndata: {format: synthetic}\n"
+                 "model: {name: hpigcn_rp, sparsity: {level: 0.9, ensemble_levels: [0.6, 0.9]}}\n",
+                 ['model.sparsity.ensemble_levels', 'level: null'],
+                 id="sparsity_with_both_a_level_and_ensemble_levels"),
+    pytest.param(MIN + "search:\n  model.kwargs.pa_count: {grid: [1, 3, 5]}\n"
+                 "  train.lr: {depends: model.kwargs.pa_count, map: {1: 0.1, 3: 0.05}}\n",
+                 ['search.train.lr.map', '= 5', 'default'],
+                 id="dependent_map_missing_a_searched_value"),
+    pytest.param(MIN + "search: {train.lr: {expr: '0.1 * train.batch_sise / 256'}}\n",
+                 ['search.train.lr', "did you mean 'batch_size'"],
+                 id="expression_reading_an_unknown_path"),
+    pytest.param(MIN + "search: {train.lr: {expr: '__import__(\"os\").getcwd()'}}\n",
+                 ['search.train.lr.expr', 'not allowed'],
+                 id="expression_outside_the_safe_language"),
+    pytest.param(MIN + "search:\n  train.lr: {expr: 'train.momentum / 9'}\n  train.momentum: {expr: 'train.lr * 9'}\n",
+                 ['cycle', 'plain value'],
+                 id="dependent_values_that_form_a_cycle"),
+    pytest.param(MIN + "search:\n  model: {grid: [{name: stgcn}, {name: hpigcn_rp}]}\n"
+                 "  model.kwargs.dropout: {grid: [0.0, 0.1]}\n",
+                 ['search.model.kwargs.dropout', 'inside search.model'],
+                 id="path_searched_inside_a_searched_subtree"),
+    pytest.param(MIN + "train:\n  epochs: 3\n   lr: 0.1\n",
+                 ['line 6, column 6', 'YAML syntax error', 'indentation'],
+                 id="yaml_syntax_error_reports_line_and_column"),
+    pytest.param(MIN + "train: {epochs: 3}\ntrain: {epochs: 4}\n",
+                 ['train (line 5)', 'written twice'],
+                 id="key_written_twice_in_yaml"),
+]
 
 
-def test_unknown_nested_key_suggests_the_right_one():
-    msg = error_of(MIN + "train: {epocs: 3}\n")
-    assert "train.epocs" in msg and "did you mean 'epochs'" in msg
-
-
-def test_unknown_search_path_suggests_the_right_one():
-    msg = error_of(MIN + "search: {train.lrr: {grid: [0.1, 0.2]}}\n")
-    assert "search.train.lrr" in msg and "did you mean 'lr'" in msg
-
-
-def test_misspelt_model_kwarg_in_a_search_path_is_caught():
-    msg = error_of(MIN + "search: {model.kwargs.pa_cuont: {grid: [1, 3]}}\n")
-    assert "search.model.kwargs.pa_cuont" in msg and "did you mean 'pa_count'" in msg
-
-
-def test_unknown_model_kwarg_in_the_base_config_is_caught():
-    msg = error_of("name: t\ndata: {format: synthetic}\nmodel: {name: hpigcn_rp, kwargs: {pa_cont: 3}}\n")
-    assert "model.kwargs.pa_cont" in msg and "did you mean 'pa_count'" in msg
-
-
-def test_model_kwargs_the_trial_sets_from_the_data_are_refused():
-    msg = error_of("name: t\ndata: {format: synthetic}\nmodel: {name: hpigcn_rp, kwargs: {num_persons: 1}}\n")
-    assert "model.kwargs.num_persons" in msg and "data.persons" in msg
-
-
-def test_wrong_type_names_the_path_and_the_expected_type():
-    msg = error_of(MIN + "train: {epochs: three}\n")
-    assert "train.epochs" in msg and "whole number" in msg
-
-
-def test_searched_value_of_the_wrong_type_is_caught_before_any_trial():
-    msg = error_of(MIN + "search: {train.epochs: {uniform: [1, 5]}}\n")
-    assert "search.train.epochs" in msg and "whole number" in msg
-
-
-def test_empty_grid():
-    msg = error_of(MIN + "search: {train.lr: {grid: []}}\n")
-    assert "search.train.lr.grid" in msg and "at least one value" in msg
-
-
-def test_low_not_below_high():
-    msg = error_of(MIN + "search: {train.lr: {loguniform: [0.1, 0.01]}}\n")
-    assert "search.train.lr.loguniform" in msg and "must be less than high" in msg and "swap" in msg
-
-
-def test_not_a_leaf_under_search():
-    msg = error_of(MIN + "search: {train.lr: [0.1, 0.2]}\n")
-    assert "search.train.lr" in msg and "{grid: [0.1, 0.2]}" in msg
+@pytest.mark.parametrize(("text", "wanted"), MISTAKES)
+def test_mistake_is_named_with_its_fix(text: str, wanted: list[str]) -> None:
+    msg = error_of(text)
+    missing = [w for w in wanted if w not in msg]
+    assert not missing, f"{missing} not in:\n{msg}"
 
 
 def test_unknown_model_suggests_a_registered_one():
@@ -166,57 +226,11 @@ def test_unknown_model_among_searched_names_is_caught():
     assert "search.model.name" in msg and "did you mean 'stgcn'" in msg
 
 
-def test_unknown_layout():
-    msg = error_of("name: t\ndata: {format: synthetic, layout: ntu52}\nmodel: {name: hpigcn_rp}\n")
-    assert "data.layout" in msg and "did you mean 'ntu25'" in msg
-
-
-def test_data_path_that_does_not_exist():
-    msg = error_of("name: t\ndata: {format: ntu, path: /no/such/folder}\nmodel: {name: hpigcn_rp}\n")
-    assert "data.path" in msg and "does not exist" in msg and "check the path" in msg
-
-
-def test_data_path_required_for_real_data():
-    msg = error_of("name: t\ndata: {format: ucla}\nmodel: {name: hpigcn_rp}\n")
-    assert "data.path" in msg and "--data PATH" in msg
-
-
 def test_unset_environment_variable_names_the_key_and_the_flag():
     msg = error_of("name: t\ndata: {format: ucla, path: '${SKELRAY_TEST_UNSET}'}\n"
                    "model: {name: hpigcn_rp}\n", env={})
     assert "data.path" in msg and "SKELRAY_TEST_UNSET" in msg and "--data PATH" in msg
     assert "does not exist" not in msg  # one problem, not two
-
-
-def test_pbt_without_hyperparam_mutations():
-    msg = error_of(MIN + "scheduler: {type: pbt}\ntrain: {epochs: 5}\n")
-    assert "scheduler.hyperparam_mutations" in msg and "hyperparam_mutations: {train.lr" in msg
-
-
-def test_grid_searcher_with_a_continuous_distribution():
-    msg = error_of(MIN + "searcher: {type: grid}\nsearch: {train.lr: {uniform: [0.01, 0.1]}}\n")
-    assert "search.train.lr" in msg and "searcher: {type: random}" in msg
-
-
-def test_optuna_with_a_grid_leaf():
-    msg = error_of(MIN + "searcher: {type: optuna}\nsearch: {train.lr: {grid: [0.01, 0.1]}}\n")
-    assert "search.train.lr" in msg and "{choice: [...]}" in msg
-
-
-def test_optuna_with_a_distribution_it_lacks():
-    msg = error_of(MIN + "searcher: {type: optuna}\nsearch: {train.lr: {lognormal: [-3, 1]}}\n")
-    assert "search.train.lr" in msg and "optuna has no lognormal" in msg
-
-
-def test_pbt_with_optuna():
-    msg = error_of(MIN + "searcher: {type: optuna}\ntrain: {epochs: 5}\n"
-                   "scheduler: {type: pbt, hyperparam_mutations: {train.lr: {uniform: [0.01, 0.1]}}}\n")
-    assert "searcher.type" in msg and "random or grid" in msg
-
-
-def test_metric_and_mode_that_disagree():
-    msg = error_of(MIN + "metric: val/loss\n")
-    assert "mode" in msg and "set mode: min" in msg
 
 
 def test_a_metric_no_trial_reports():
@@ -230,75 +244,6 @@ def test_latency_metrics_follow_the_measured_batch_sizes():
     assert load_sweep(MIN + "metric: latency_ms_b8\nmode: min\ntrain: {latency_batches: [1, 8]}\n")
     assert "did you mean 'latency_ms_b1'" in error_of(MIN + "metric: latency_ms_b8\nmode: min\n"
                                                       "train: {latency_batches: [1]}\n")
-
-
-def test_scheduler_parameter_of_another_scheduler():
-    msg = error_of(MIN + "scheduler: {type: asha, perturbation_interval: 2}\n")
-    assert "scheduler.perturbation_interval" in msg and "type to pbt" in msg
-
-
-def test_asha_max_t_beyond_the_epochs():
-    msg = error_of(MIN + "train: {epochs: 3}\nscheduler: {type: asha, max_t: 10}\n")
-    assert "scheduler.max_t" in msg and "max_t: 3" in msg
-
-
-def test_fractional_gpu_above_one():
-    msg = error_of(MIN + "resources: {gpu: 1.5}\n")
-    assert "resources.gpu" in msg and "fraction" in msg
-
-
-def test_unknown_storage_scheme():
-    msg = error_of(MIN + "storage: 'ftp://host/x'\n")
-    assert "storage" in msg and "s3" in msg
-
-
-def test_step_schedule_without_milestones():
-    msg = error_of(MIN + "train: {schedule: step}\n")
-    assert "train.milestones" in msg and "milestones: [20, 40]" in msg
-
-
-def test_sparsity_with_both_a_level_and_ensemble_levels():
-    msg = error_of("name: t\ndata: {format: synthetic}\n"
-                   "model: {name: hpigcn_rp, sparsity: {level: 0.9, ensemble_levels: [0.6, 0.9]}}\n")
-    assert "model.sparsity.ensemble_levels" in msg and "level: null" in msg
-
-
-def test_dependent_map_missing_a_searched_value():
-    msg = error_of(MIN + "search:\n  model.kwargs.pa_count: {grid: [1, 3, 5]}\n"
-                   "  train.lr: {depends: model.kwargs.pa_count, map: {1: 0.1, 3: 0.05}}\n")
-    assert "search.train.lr.map" in msg and "= 5" in msg and "default" in msg
-
-
-def test_expression_reading_an_unknown_path():
-    msg = error_of(MIN + "search: {train.lr: {expr: '0.1 * train.batch_sise / 256'}}\n")
-    assert "search.train.lr" in msg and "did you mean 'batch_size'" in msg
-
-
-def test_expression_outside_the_safe_language():
-    msg = error_of(MIN + "search: {train.lr: {expr: '__import__(\"os\").getcwd()'}}\n")
-    assert "search.train.lr.expr" in msg and "not allowed" in msg
-
-
-def test_dependent_values_that_form_a_cycle():
-    msg = error_of(MIN + "search:\n  train.lr: {expr: 'train.momentum / 9'}\n"
-                         "  train.momentum: {expr: 'train.lr * 9'}\n")
-    assert "cycle" in msg and "plain value" in msg
-
-
-def test_path_searched_inside_a_searched_subtree():
-    msg = error_of(MIN + "search:\n  model: {grid: [{name: stgcn}, {name: hpigcn_rp}]}\n"
-                         "  model.kwargs.dropout: {grid: [0.0, 0.1]}\n")
-    assert "search.model.kwargs.dropout" in msg and "inside search.model" in msg
-
-
-def test_yaml_syntax_error_reports_line_and_column():
-    msg = error_of(MIN + "train:\n  epochs: 3\n   lr: 0.1\n")
-    assert "line 6, column 6" in msg and "YAML syntax error" in msg and "indentation" in msg
-
-
-def test_key_written_twice_in_yaml():
-    msg = error_of(MIN + "train: {epochs: 3}\ntrain: {epochs: 4}\n")
-    assert "train (line 5)" in msg and "written twice" in msg
 
 
 def test_every_problem_is_listed_at_once():

@@ -8,21 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from skelray.data.transforms import Preprocess
 from skelray.sweep import load_sweep
 from skelray.sweep._validate import TUNE_METRICS, reported_metrics
 from skelray.train.data import load_splits
-from skelray.train.loop import metrics_from_logits, predict
+from skelray.train.loop import WeightAverage, metrics_from_logits, predict
 from skelray.train.trial import model_from_checkpoint, run_trial
 
 
-def test_checkpoint_logits_are_those_of_the_trained_model(tmp_path: Path, tiny_sweep) -> None:
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_checkpoint_logits_are_those_of_the_trained_model(tmp_path: Path, tiny_sweep, ema_decay) -> None:
     # The trial evaluates dense models in their fused form; the logits it saves for ensembling
-    # and the metrics it reports must still be those of the model it trained.
+    # and the metrics it reports must still be those of the model it trained (with a weight
+    # average: of the averaged weights, which is what the checkpoint's ``model`` holds).
     spec = load_sweep(tiny_sweep("trial", str(tmp_path), model={"name": "hpigcn_rp",
-                                                                  "kwargs": {"pa_count": 2, "width": 0.5}}))
+                                                                  "kwargs": {"pa_count": 2, "width": 0.5}},
+                                 train={"epochs": 2, "batch_size": 8, "lr": 0.05, "latency_batches": [1],
+                                        "ema_decay": ema_decay}))
     cfg = spec.trial_config()
     reports: list[dict[str, Any]] = []
 
@@ -50,4 +55,56 @@ def test_checkpoint_logits_are_those_of_the_trained_model(tmp_path: Path, tiny_s
         want = metrics_from_logits(trained_form, data.splits[split].labels)["top1"]
         assert abs(last[f"{split}/top1"] - want) <= 1 / len(trained_form) + 1e-9
     assert json.loads((folder / "trial.json").read_text())["metrics"]["epoch"] == 2
-    assert torch.load(folder / "state.pt", weights_only=True)["optimizer"]["state"]
+    state = torch.load(folder / "state.pt", weights_only=True)
+    assert state["optimizer"]["state"]
+    if ema_decay is None:
+        assert "live_model" not in state
+    else:  # the optimiser's weights are kept for resuming, and differ from the evaluated ones
+        assert state["average_updates"] > 0
+        assert any(not torch.equal(state["model"][k], v) for k, v in state["live_model"].items()
+                   if v.dtype.is_floating_point)
+
+
+def test_resume_with_weight_average_continues_the_same_run(tmp_path: Path, tiny_sweep) -> None:
+    # Stopping after epoch 1 and resuming from its checkpoint must give exactly the epoch 2 of
+    # an uninterrupted run: the live weights, the average and its update count all come back.
+    spec = load_sweep(tiny_sweep("resume", str(tmp_path),
+                                 train={"epochs": 2, "batch_size": 8, "lr": 0.05, "latency_batches": [1],
+                                        "ema_decay": 0.9}))
+    cfg = spec.trial_config()
+    data = load_splits(cfg.data)
+    straight: list[dict[str, Any]] = []
+    run_trial(cfg, data=data, report=lambda m, d: straight.append(m), device="cpu")
+
+    def keep_first(metrics: dict[str, Any], directory: str) -> None:
+        if metrics["epoch"] == 1:
+            shutil.copytree(directory, tmp_path / "epoch1")
+
+    run_trial(cfg, data=data, report=keep_first, device="cpu")
+    resumed: list[dict[str, Any]] = []
+    run_trial(cfg, data=data, report=lambda m, d: resumed.append(m), resume_from=str(tmp_path / "epoch1"),
+              device="cpu")
+    assert [m["epoch"] for m in resumed] == [2]
+    for key in ("train/loss", "val/loss", "test/loss", "val/top1"):
+        assert resumed[0][key] == pytest.approx(straight[1][key], rel=1e-5, abs=1e-6), key
+
+
+def test_weight_average_follows_the_model_with_a_ramped_decay() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model[1].num_batches_tracked += 5
+    average.update(model)  # first update: decay min(0.9, 1/10) = 0.1, so 90% of the way
+    np.testing.assert_allclose(average.module[0].weight, start + 0.9, rtol=0, atol=1e-6)
+    assert int(average.module[1].num_batches_tracked) == 5  # integer buffers are copied
+    for _ in range(200):
+        average.update(model)
+    np.testing.assert_allclose(average.module[0].weight, model[0].weight.detach(), rtol=0, atol=1e-6)
+    assert not average.module[0].weight.requires_grad
+    restored = WeightAverage(model, decay=0.9)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 201 and torch.equal(restored.module[0].weight, average.module[0].weight)
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
