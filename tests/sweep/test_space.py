@@ -58,7 +58,7 @@ SHIPPED = {
     "sparsity_levels.yaml": ({}, 5, {"level=0.6", "level=0.8", "level=0.95", "level=0.99",
                                      "name=sparse_ensemble,ensemble_levels=0.6-0.8-0.95-0.99"}),
     "ucla_pa_count.yaml": ({"data.path": "TMP"}, 6,
-                           {f"pa_count={p},seed={s}" for p in (1, 3, 5) for s in (0, 1)}),
+                           {f"pa_count={p},stream={s}" for p in (1, 3, 5) for s in "jb"}),
     "ucla_sparsity.yaml": ({"data.path": "TMP"}, 5, None),
     "wandb_format.yaml": ({}, 1, None),
 }
