@@ -112,8 +112,8 @@ class TrainSpec(_Section):
     gamma: float = Field(0.1, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)  # max gradient norm; None = no clipping
-    # Evaluate and save an exponential moving average of the weights (decay per optimiser step,
-    # e.g. 0.99 ~ the last 100 steps); null = the live weights. Steadier epoch-to-epoch scores.
+    # Evaluate, save and export an exponential moving average of the weights (decay per
+    # optimiser step, e.g. 0.99 ~ the last 100 steps); null = the live weights.
     ema_decay: float | None = Field(None, ge=0, lt=1)
     amp: bool = False  # mixed precision (CUDA only)
     seed: int = 0

@@ -11,7 +11,6 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -156,12 +155,10 @@ class WeightAverage:
             else:
                 avg.copy_(live[name])
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.module.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["weights"])
-        self.updates = int(state["updates"])
+    def load(self, weights: dict[str, torch.Tensor], updates: int) -> None:
+        """Restore the average from a checkpoint (its weights and how many updates made it)."""
+        self.module.load_state_dict(weights)
+        self.updates = int(updates)
 
 
 @torch.no_grad()

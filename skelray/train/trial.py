@@ -146,7 +146,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
         state = torch.load(Path(resume_from) / "state.pt", map_location=device, weights_only=True)
         model.load_state_dict(state.get("live_model", state["model"]))
         if average is not None:
-            average.load_state_dict({"weights": state["model"], "updates": state.get("average_updates", 0)})
+            average.load(state["model"], state.get("average_updates", 0))
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])

@@ -104,7 +104,29 @@ def test_weight_average_follows_the_model_with_a_ramped_decay() -> None:
     np.testing.assert_allclose(average.module[0].weight, model[0].weight.detach(), rtol=0, atol=1e-6)
     assert not average.module[0].weight.requires_grad
     restored = WeightAverage(model, decay=0.9)
-    restored.load_state_dict(average.state_dict())
+    restored.load(average.module.state_dict(), average.updates)
     assert restored.updates == 201 and torch.equal(restored.module[0].weight, average.module[0].weight)
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(model, decay=1.0)
+
+
+def test_weight_average_of_a_sparse_model_keeps_its_schedule(tmp_path: Path, tiny_sweep) -> None:
+    # The sparsity level ramps each epoch; the averaged (evaluated, saved) copy must follow the
+    # same schedule as the model being trained, not lag behind it or stay at the start.
+    from skelray import sparsity
+
+    spec = load_sweep(tiny_sweep("sparse", str(tmp_path),
+                                 model={"name": "hpigcn_rp", "kwargs": {"pa_count": 1},
+                                        "sparsity": {"level": 0.8, "schedule": {"ramp_epochs": 2}}},
+                                 train={"epochs": 3, "batch_size": 8, "lr": 0.05, "latency_batches": [1],
+                                        "ema_decay": 0.9}))
+    seen: list[tuple[float, float]] = []
+
+    def report(metrics: dict[str, Any], directory: str) -> None:
+        averaged, _ = model_from_checkpoint(directory)
+        seen.append((metrics["sparsity"], float(sparsity.report(averaged, macs=False)["overall"])))
+
+    run_trial(spec.trial_config(), report=report, device="cpu")
+    assert len(seen) == 3 and seen[0][0] < seen[-1][0]  # the level did ramp
+    for live, averaged in seen:
+        assert averaged == pytest.approx(live, abs=1e-3)
