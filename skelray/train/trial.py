@@ -157,18 +157,17 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
                     data.in_channels)
     val, test = data.splits["val"], data.splits["test"]
     description = describe(cfg, data, pp_eval)
+    evaluated = average.module if average is not None else model  # what is scored and saved
     for epoch in range(start_epoch, t.epochs):
         started = time.perf_counter()
         if sparsity is not None:
-            # The schedules' levels and temperatures are plain attributes: set them on the
-            # averaged copy too, or it would keep those of the epoch it was copied at.
-            for target in (model, average.module) if average is not None else (model,):
-                sparsity.on_epoch_start(target, epoch)
+            sparsity.on_epoch_start(model, epoch)
+            if average is not None:  # the averaged copy follows the same schedule
+                sparsity.on_epoch_start(average.module, epoch)
         penalty = (lambda m, y: sparsity.penalty(m, labels=y)) if sparsity is not None else None
         tr = train_epoch(model, data.splits["train"], pp_train, optimizer, schedule, batch_size=t.batch_size,
                          rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty, amp=t.amp,
                          grad_clip=t.grad_clip, after_step=average.update if average is not None else None)
-        evaluated = average.module if average is not None else model
         if t.precise_bn_batches:
             recalibrate_bn(evaluated, data.splits["train"], pp_train, batch_size=t.batch_size,
                            num_batches=t.precise_bn_batches, rng=rng, device=device)
