@@ -11,6 +11,7 @@ class SkelrayError(Exception):
     """Base class for errors a user can cause and fix."""
 
     def __init__(self, message: str, *, where: str | None = None, fix: str | None = None) -> None:
+        self.message = message
         self.where = where
         self.fix = fix
         text = f"{where}: {message}" if where else message

@@ -58,6 +58,36 @@ class Layout:
     def num_joints(self) -> int:
         return len(self.joints)
 
+    def mirror(self) -> tuple[int, ...]:
+        """The joint permutation of a left-right mirror: ``left_x`` <-> ``right_x`` (by name;
+        ``left``/``right`` may be any ``_``-separated word), every other joint onto itself.
+
+        Together with negating the x coordinate this turns a skeleton into its mirror image.
+        Raises when a joint has no partner or when the bones are not symmetric (then the
+        mirror of a bone stream would not be a bone stream of the mirrored skeleton).
+        """
+        where = f"layout '{self.name}'"
+        index = {j: i for i, j in enumerate(self.joints)}
+        swap = {"left": "right", "right": "left", "l": "r", "r": "l"}
+        perm = []
+        for joint in self.joints:
+            words = joint.split("_")
+            partner = "_".join(swap.get(w, w) for w in words)
+            if partner not in index:
+                raise LayoutError(f"joint '{joint}' has no mirror partner '{partner}'", where=where,
+                                  fix="name paired joints left_*/right_* (or l_*/r_*), or do not mirror")
+            perm.append(index[partner])
+        if not any(p != i for i, p in enumerate(perm)):
+            raise LayoutError("no left/right joint pairs to swap", where=where,
+                              fix="name paired joints left_*/right_* (or l_*/r_*), or do not mirror")
+        edges = {tuple(e) for e in self.edges}
+        for a, b in self.edges:
+            if (perm[a], perm[b]) not in edges:
+                raise LayoutError(f"edge ({self.joints[a]}, {self.joints[b]}) has no mirror edge "
+                                  f"({self.joints[perm[a]]}, {self.joints[perm[b]]})", where=where,
+                                  fix="add the mirrored edge so both sides have the same bones")
+        return tuple(perm)
+
     def parents(self) -> list[int]:
         """Parent of every joint in the edge tree; a root is its own parent.
 

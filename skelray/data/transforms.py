@@ -8,7 +8,8 @@ only) -> person padding -> stream features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -166,6 +167,21 @@ def random_scale(kp: np.ndarray, rng: np.random.Generator, low: float = 0.9, hig
     return out
 
 
+def mirror_joints(kp: np.ndarray, perm: tuple[int, ...] | np.ndarray) -> np.ndarray:
+    """The mirror image of ``(..., V, C)`` joints or stream features: left and right joints
+    swap (``perm``, from ``Layout.mirror()``) and the x coordinate (channel 0) changes sign.
+
+    The bone and motion streams of a mirrored skeleton are the mirrored streams (for a layout
+    whose bones are symmetric, which ``Layout.mirror`` checks), so this works on any stream.
+    """
+    out = kp[..., list(perm), :].copy()
+    out[..., 0] *= -1
+    return out
+
+
+_mirror_of = functools.lru_cache(maxsize=None)(Layout.mirror)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """The whole input pipeline for one stream; the same object is used to train and to serve."""
@@ -179,9 +195,12 @@ class Preprocess:
     sampling: Literal["uniform", "interp"] = "uniform"
     rotate_degrees: float = 0.0  # training augmentation; 0 turns it off
     scale: tuple[float, float] | None = None  # training augmentation, e.g. (0.9, 1.1)
+    mirror: bool = False  # training augmentation: mirror half the clips left-right
 
     def __post_init__(self) -> None:
-        get_layout(self.layout)
+        layout = get_layout(self.layout)
+        if self.mirror:
+            layout.mirror()  # raises, naming the layout, if it cannot be mirrored
         if self.stream not in STREAMS:
             raise ConfigError(f"unknown stream '{self.stream}'", where="stream", fix=f"use one of {STREAMS}")
         if self.frames < 1:
@@ -208,8 +227,14 @@ class Preprocess:
                 kp = random_rotate(kp, rng, self.rotate_degrees)
             if self.scale is not None:
                 kp = random_scale(kp, rng, *self.scale)
+            if self.mirror and rng.random() < 0.5:
+                kp = mirror_joints(kp, _mirror_of(get_layout(self.layout)))
         kp = pad_persons(kp, self.persons)
         return np.ascontiguousarray(stream_features(kp, self.stream, self.layout), dtype=np.float32)
+
+    def for_inference(self) -> Preprocess:
+        """The same pipeline with every training augmentation off (what serving runs)."""
+        return replace(self, rotate_degrees=0.0, scale=None, mirror=False)
 
     def batch(self, clips, *, train: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
         """Stack several clips into ``(N, M, T, V, C)``."""

@@ -27,8 +27,11 @@ def demo_sweep_spec(name: str, storage: str | Path, *, epochs: int = 2,
         # AdamW at a small rate keeps logits moderate after two epochs (SGD at 0.05 can reach 1e6).
         "train": {"epochs": epochs, "batch_size": 8, "optimizer": "adamw", "lr": 0.002,
                   "latency_batches": [1]},
+        # The second member averages each clip with its mirror image, so export and serving are
+        # checked with a model option that changes the forward pass but adds no weights.
         "search": {"model.kwargs.pa_count": {"grid": [1, 2]},
-                   "data.stream": {"depends": "model.kwargs.pa_count", "map": {1: "j", 2: "b"}}},
+                   "data.stream": {"depends": "model.kwargs.pa_count", "map": {1: "j", 2: "b"}},
+                   "model.kwargs.mirror_tta": {"depends": "model.kwargs.pa_count", "map": {1: False, 2: True}}},
         "resources": {"cpu": 1},
         "storage": str(storage),
         "wandb": {"mode": "disabled"},

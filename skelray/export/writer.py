@@ -163,8 +163,7 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
                               "(its checkpoints hold trial.json)")
     trained, info = model_from_checkpoint(src.checkpoint)
     m = info["model"]
-    fields = {**info["preprocess"], "rotate_degrees": 0.0, "scale": None}  # serving never augments
-    pp = Preprocess(**fields)
+    pp = Preprocess(**info["preprocess"]).for_inference()  # serving never augments
     name = f"m{i}-{_slug(src.trial.split('/')[-1])}"
     model = ModelSpec(name=m["name"], kwargs=m["kwargs"], num_classes=m["num_classes"], layout=m["layout"],
                       in_channels=m["in_channels"], num_persons=m["num_persons"])

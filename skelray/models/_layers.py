@@ -132,6 +132,14 @@ class SkeletonModel(nn.Module):
         self.model_name = name
         self.drop = nn.Dropout(self.dropout)
         self.head = nn.Linear(feat_dim, self.num_classes)
+        self.mirror_tta: tuple[int, ...] | None = None  # set by enable_mirror_tta()
+
+    def enable_mirror_tta(self, on: bool = True) -> SkeletonModel:
+        """In eval mode, average the logits of each input and of its left-right mirror image
+        (one forward of a doubled batch). Training is unchanged; the weights are the same, so
+        a checkpoint loads either way. Raises if the layout cannot be mirrored."""
+        self.mirror_tta = self.layout.mirror() if on else None
+        return self
 
     def check_input(self, x: Tensor) -> tuple[int, int]:
         """Reject input that does not match the model; returns ``(N, M)``."""
@@ -153,8 +161,18 @@ class SkeletonModel(nn.Module):
     def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
+    def classify(self, x: Tensor) -> Tensor:
+        """Logits of one forward pass (what ``forward`` runs, once or on a mirrored batch)."""
         return self.head(self.drop(self.features(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mirror_tta is None or self.training:
+            return self.classify(x)
+        mirrored = x[:, :, :, list(self.mirror_tta)]
+        mirrored = torch.cat([-mirrored[..., :1], mirrored[..., 1:]], dim=-1)
+        logits = self.classify(torch.cat([x, mirrored]))
+        n = x.shape[0]
+        return (logits[:n] + logits[n:]) / 2
 
 
 def temporal_difference(x: Tensor, shift: int, dim: int = 2) -> Tensor:

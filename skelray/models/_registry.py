@@ -17,6 +17,12 @@ F = TypeVar("F", bound=EntryPoint)
 
 _entry_points: dict[str, EntryPoint] = {}
 
+# Options every model takes on top of its entry point's own: handled here, after the entry
+# point has built the model, so architectures need not know about them.
+#   mirror_tta: in eval mode, average the logits of the input and of its left-right mirror
+#               (``SkeletonModel.enable_mirror_tta``); twice the inference compute.
+COMMON_OPTIONS: dict[str, object] = {"mirror_tta": False}
+
 
 @overload
 def register_model(fn: F) -> F: ...
@@ -67,8 +73,9 @@ def get_entry_point(name: str) -> EntryPoint:
 def model_options(name: str) -> dict[str, object]:
     """The keyword options of a registered model and their defaults."""
     sig = inspect.signature(get_entry_point(name))
-    return {p.name: p.default for p in sig.parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    own = {p.name: p.default for p in sig.parameters.values()
+           if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {**own, **COMMON_OPTIONS}
 
 
 def create_model(name: str, **kwargs: object) -> nn.Module:
@@ -84,4 +91,15 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise ConfigError(f"unknown option '{key}' for model '{name}'", where=f"model.{key}",
                                   fix=f"{hint}{name} takes {', '.join(known)}")
-    return fn(**kwargs)
+    mirror_tta = kwargs.pop("mirror_tta", False)
+    if not isinstance(mirror_tta, bool):
+        raise ConfigError(f"must be true or false, got {mirror_tta!r}", where="model.mirror_tta")
+    model = fn(**kwargs)
+    if mirror_tta:
+        from skelray.models._layers import SkeletonModel
+
+        if not isinstance(model, SkeletonModel):
+            raise ConfigError(f"'{name}' is not a skeleton model, so it cannot mirror its input",
+                              where="model.mirror_tta", fix="leave mirror_tta off for this model")
+        model.enable_mirror_tta()
+    return model

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from skelray.errors import ConfigError
 from skelray.models import create_model, fuse, list_models, model_options, register_model
 from skelray.models._layers import SkeletonModel
+from skelray.models._registry import COMMON_OPTIONS
 from skelray.sparsity._api import sparsify
 from skelray.sparsity._compact import compact
 from skelray.sparsity._masks import check_level, remove_masks
@@ -102,7 +103,7 @@ class MultiLevelEnsemble(SkeletonModel):
     def features(self, x: Tensor) -> Tensor:
         return torch.stack([m.features(x) for m in self.members]).mean(dim=0)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def classify(self, x: Tensor) -> Tensor:
         keep = self.training and self.member_loss
         if self.combine == "feature":
             feats = [m.features(x) for m in self.members]
@@ -165,7 +166,7 @@ def _with_backbone_options(fn: Any) -> Any:
         if name == NAME:
             continue
         for opt in model_options(name):
-            if opt not in taken and opt not in extra:
+            if opt not in taken and opt not in extra and opt not in COMMON_OPTIONS:
                 extra[opt] = inspect.Parameter(opt, inspect.Parameter.KEYWORD_ONLY, default=None)
     var_kw = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
     fn.__signature__ = sig.replace(parameters=params + list(extra.values()) + var_kw)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from skelray.data import list_layouts
+from skelray.data import get_layout, list_layouts
+from skelray.errors import ConfigError, LayoutError
 from skelray.sweep._problems import Problem, did_you_mean, pydantic_problems, unknown_key_fix
 from skelray.sweep.leaves import Leaf, get_path
 
@@ -84,6 +85,11 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
     if layout is not None and layout not in list_layouts():
         out.append(Problem("data.layout", f"unknown layout '{layout}'",
                            unknown_key_fix(layout, list_layouts())))
+    else:
+        if models is not None and not any(p.where.startswith("model.") for p in out):
+            out += _build_problems(model.name, model.kwargs, layout)
+        if data.mirror and layout is not None:
+            out += _mirror_problems(layout)
     if data.format == "synthetic":
         if data.path is not None:
             out.append(Problem("data.path", "format synthetic makes its data and reads no path",
@@ -130,6 +136,42 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
             out.append(Problem("model.sparsity.schedule", "warm-up + ramp epochs exceed train.epochs",
                                "shorten the schedule or train longer"))
     return out
+
+
+def _mirror_problems(layout: str) -> list[Problem]:
+    """The mirror augmentation needs a layout with paired left/right joints."""
+    try:
+        get_layout(layout).mirror()
+    except LayoutError as exc:
+        return [Problem("data.mirror", f"layout '{layout}' cannot be mirrored: {exc.message}",
+                        "set mirror: false, or use a layout with left_/right_ joint pairs")]
+    return []
+
+
+def _build_problems(name: str, kwargs: dict[str, Any], layout: str | None) -> list[Problem]:
+    """Build the model once on the CPU, so that a bad option value (``pa_count: 0``, ``mirror_tta``
+    on a layout without left/right joints) stops the sweep before it starts."""
+    from skelray.models import create_model
+
+    try:
+        create_model(name, num_classes=2, **({"layout": layout} if layout else {}), **kwargs)
+    except LayoutError as exc:  # the layout is known, so an option asks more of it than it has
+        where = "model.kwargs.mirror_tta" if kwargs.get("mirror_tta") else "data.layout"
+        return [Problem(where, f"layout '{layout}': {exc.message}", exc.fix or "choose another layout")]
+    except (TypeError, ValueError) as exc:  # a value the model's own checks did not expect
+        return [Problem("model.kwargs", f"'{name}' cannot be built with these options: {exc}",
+                        f"compare them with `skelray models info {name}`")]
+    except ConfigError as exc:
+        # The registry names a field "<model>.<option>" or "model.<option>".
+        where = exc.where or ""
+        for prefix in (f"{name}.", "model."):
+            if where.startswith(prefix):
+                where = f"model.kwargs.{where[len(prefix):]}"
+                break
+        else:
+            where = "model.kwargs"
+        return [Problem(where, exc.message, exc.fix)]
+    return []
 
 
 # -- search leaves -----------------------------------------------------------------------------

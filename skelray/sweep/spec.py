@@ -58,6 +58,7 @@ class DataSpec(_Section):
     sampling: Literal["uniform", "interp"] = "uniform"
     rotate_degrees: float = Field(0.0, ge=0)  # random rotation augmentation; 0 = off
     scale: tuple[float, float] | None = None  # random scale augmentation range, e.g. [0.9, 1.1]
+    mirror: bool = False  # mirror half the training clips left-right (the layout must pair left_/right_ joints)
     # synthetic data only: a small, learnable dataset made on the fly
     num_classes: int = Field(10, ge=2)
     num_per_class: int = Field(20, ge=1)

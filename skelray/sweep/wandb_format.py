@@ -56,6 +56,7 @@ BARE_NAMES = {
     "tcn_kernel": "model.kwargs.tcn_kernel",
     "level": "model.sparsity.level", "sparsity": "model.sparsity.level",
     "granularity": "model.sparsity.granularity",
+    "mirror": "data.mirror", "mirror_tta": "model.kwargs.mirror_tta",
     "stream": "data.stream", "frames": "data.frames", "layout": "data.layout", "persons": "data.persons",
 }
 SECTIONS = ("data", "model", "train")

@@ -129,7 +129,7 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
     common = dict(layout=data.layout, frames=cfg.data.frames, persons=cfg.data.persons, stream=cfg.data.stream,
                   normalize=cfg.data.normalize, align=cfg.data.align, sampling=cfg.data.sampling)
     pp_train = Preprocess(**common, rotate_degrees=cfg.data.rotate_degrees,
-                          scale=tuple(cfg.data.scale) if cfg.data.scale else None)
+                          scale=tuple(cfg.data.scale) if cfg.data.scale else None, mirror=cfg.data.mirror)
     pp_eval = Preprocess(**common)
     model = build_model(cfg, data)
     model, sparsity = _sparsity_hooks(model, getattr(cfg.model, "sparsity", None))

@@ -10,6 +10,7 @@ from skelray.data import (
     get_layout,
     hop_distance,
     hop_partition,
+    layout_from_dict,
     list_layouts,
     load_layout,
     spatial_partition,
@@ -81,3 +82,35 @@ def test_layout_with_two_parents_has_no_bones():
     layout = layout_from_dict({"name": "dag", "joints": ["a", "b", "c"], "edges": [[2, 0], [2, 1]], "center": 0})
     with pytest.raises(LayoutError, match="child of two edges"):
         layout.parents()
+
+
+@pytest.mark.parametrize("name", ["ntu25", "kinect_v1_20", "openpose18", "coco17"])
+def test_mirror_swaps_left_and_right_and_keeps_bones(name):
+    layout = get_layout(name)
+    perm = layout.mirror()
+    assert sorted(perm) == list(range(layout.num_joints))
+    assert all(perm[perm[i]] == i for i in range(layout.num_joints))  # mirroring twice is the identity
+    for i, joint in enumerate(layout.joints):
+        partner = layout.joints[perm[i]]
+        if "left" in joint.split("_"):
+            assert partner == joint.replace("left", "right")
+        elif "right" not in joint.split("_"):
+            assert partner == joint
+    # Bones map onto bones, so the parent of a mirrored joint is the mirrored parent.
+    parents = layout.parents()
+    assert all(parents[perm[v]] == perm[parents[v]] for v in range(layout.num_joints))
+
+
+def test_mirror_refuses_layouts_without_pairs_or_with_lopsided_bones():
+    with pytest.raises(LayoutError, match="no left/right joint pairs"):
+        get_layout("hand21").mirror()
+    names = ["torso", "left_arm", "right_arm", "left_hand"]
+    lonely = layout_from_dict({"name": "lonely", "joints": names, "edges": [[1, 0], [2, 0], [3, 1]],
+                               "center": 0})
+    with pytest.raises(LayoutError, match="'left_hand' has no mirror partner 'right_hand'"):
+        lonely.mirror()
+    names = ["torso", "l_arm", "r_arm", "l_hand", "r_hand"]
+    lopsided = layout_from_dict({"name": "lopsided", "joints": names,
+                                 "edges": [[1, 0], [2, 0], [3, 1], [4, 0]], "center": 0})
+    with pytest.raises(LayoutError, match=r"edge \(l_hand, l_arm\) has no mirror edge \(r_hand, r_arm\)"):
+        lopsided.mirror()

@@ -6,13 +6,14 @@ import pytest
 from skelray.data import get_layout
 from skelray.data.transforms import (
     Preprocess,
+    mirror_joints,
     pad_persons,
     pre_normalize,
     random_rotate,
     sample_indices,
     stream_features,
 )
-from skelray.errors import ConfigError
+from skelray.errors import ConfigError, LayoutError
 
 
 def _clip(m=1, t=20, v=25, seed=0):
@@ -91,3 +92,32 @@ def test_random_rotate_preserves_lengths():
     kp = _clip()
     out = random_rotate(kp, np.random.default_rng(0), 30)
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.linalg.norm(kp, axis=-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("stream", ["j", "b", "jm", "bm"])
+def test_mirroring_commutes_with_every_stream(stream):
+    kp = _clip()
+    perm = get_layout("ntu25").mirror()
+    mirrored = mirror_joints(kp, perm)
+    assert np.all(mirrored[..., 0] == -kp[..., perm, 0]) and np.all(mirrored[..., 1:] == kp[..., perm, 1:])
+    # So a model can mirror its input whatever stream it was trained on.
+    np.testing.assert_allclose(stream_features(mirrored, stream, "ntu25"),
+                               mirror_joints(stream_features(kp, stream, "ntu25"), perm), atol=1e-6)
+
+
+def test_mirror_augmentation_flips_about_half_the_training_clips_and_never_at_inference():
+    pp = Preprocess("ntu25", frames=20, persons=1, mirror=True)
+    plain = Preprocess("ntu25", frames=20, persons=1)(_clip())
+    flipped = mirror_joints(plain, get_layout("ntu25").mirror())
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for _ in range(200):
+        out = pp(_clip(), train=True, rng=rng)
+        assert np.array_equal(out, plain) or np.array_equal(out, flipped)
+        outcomes.append(np.array_equal(out, flipped))
+    assert 70 < sum(outcomes) < 130
+    np.testing.assert_array_equal(pp(_clip()), plain)
+    served = Preprocess("ntu25", frames=20, rotate_degrees=30, scale=(0.9, 1.1), mirror=True).for_inference()
+    assert (served.rotate_degrees, served.scale, served.mirror) == (0.0, None, False)
+    with pytest.raises(LayoutError, match="hand21"):
+        Preprocess("hand21", mirror=True)

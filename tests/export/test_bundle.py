@@ -41,6 +41,7 @@ def test_manifest_describes_every_member(bundle):
     assert sorted(x.stream for x in m.members) == ["b", "j"]
     for x in m.members:
         assert x.model.name == "hpigcn_rp" and x.model.kwargs["pa_count"] in (1, 2)
+        assert x.model.kwargs["mirror_tta"] is (x.model.kwargs["pa_count"] == 2)
         assert x.preprocess["stream"] == x.stream and x.preprocess["frames"] == 8
         assert x.preprocess["rotate_degrees"] == 0 and x.preprocess["scale"] is None
         assert x.params > 0 and x.macs > 0 and x.metrics["val_top1"] is not None

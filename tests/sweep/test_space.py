@@ -190,12 +190,23 @@ def test_trial_names_disambiguate_colliding_labels():
 
 
 def test_trial_names_are_safe_folder_names_and_bounded():
+    from torch import nn
+
+    from skelray.models import _registry, register_model
+
+    def naming_test_net(num_classes: int = 2, layout: str = "ntu25", tag: str = "") -> nn.Module:
+        return nn.Linear(1, num_classes)  # any text is a valid ``tag``: only the names are tested
+
     long = "x" * 300
-    spec = load_sweep("name: t\ndata: {format: synthetic}\nmodel: {name: hpigcn_rp}\n"
-                      f"search: {{model.kwargs.input_embedding: {{grid: ['a/b c', '{long}']}}}}\n")
-    names = [spec.trial_name(c) for c in variants(spec)]
-    assert names[0] == "input_embedding=a_b_c"
-    assert len(names[1]) <= 180 and names[1] != spec.trial_name({"model.kwargs.input_embedding": "x" * 301})
+    register_model(naming_test_net)
+    try:
+        spec = load_sweep("name: t\ndata: {format: synthetic}\nmodel: {name: naming_test_net}\n"
+                          f"search: {{model.kwargs.tag: {{grid: ['a/b c', '{long}']}}}}\n")
+        names = [spec.trial_name(c) for c in variants(spec)]
+    finally:
+        _registry._entry_points.pop("naming_test_net", None)
+    assert names[0] == "tag=a_b_c"
+    assert len(names[1]) <= 180 and names[1] != spec.trial_name({"model.kwargs.tag": "x" * 301})
 
 
 def test_sampled_floats_are_shortened_in_names():
