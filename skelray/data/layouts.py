@@ -7,6 +7,7 @@ Users add their own layouts from a small YAML or JSON file (see ``load_layout``)
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,27 +67,7 @@ class Layout:
         Raises when a joint has no partner or when the bones are not symmetric (then the
         mirror of a bone stream would not be a bone stream of the mirrored skeleton).
         """
-        where = f"layout '{self.name}'"
-        index = {j: i for i, j in enumerate(self.joints)}
-        swap = {"left": "right", "right": "left", "l": "r", "r": "l"}
-        perm = []
-        for joint in self.joints:
-            words = joint.split("_")
-            partner = "_".join(swap.get(w, w) for w in words)
-            if partner not in index:
-                raise LayoutError(f"joint '{joint}' has no mirror partner '{partner}'", where=where,
-                                  fix="name paired joints left_*/right_* (or l_*/r_*), or do not mirror")
-            perm.append(index[partner])
-        if not any(p != i for i, p in enumerate(perm)):
-            raise LayoutError("no left/right joint pairs to swap", where=where,
-                              fix="name paired joints left_*/right_* (or l_*/r_*), or do not mirror")
-        edges = {tuple(e) for e in self.edges}
-        for a, b in self.edges:
-            if (perm[a], perm[b]) not in edges:
-                raise LayoutError(f"edge ({self.joints[a]}, {self.joints[b]}) has no mirror edge "
-                                  f"({self.joints[perm[a]]}, {self.joints[perm[b]]})", where=where,
-                                  fix="add the mirrored edge so both sides have the same bones")
-        return tuple(perm)
+        return _mirror_permutation(self)
 
     def parents(self) -> list[int]:
         """Parent of every joint in the edge tree; a root is its own parent.
@@ -104,6 +85,31 @@ class Layout:
             seen.add(child)
             parent[child] = par
         return parent
+
+
+@functools.cache  # the training pipeline asks once per clip
+def _mirror_permutation(layout: Layout) -> tuple[int, ...]:
+    where = f"layout '{layout.name}'"
+    index = {j: i for i, j in enumerate(layout.joints)}
+    swap = {"left": "right", "right": "left", "l": "r", "r": "l"}
+    perm = []
+    for joint in layout.joints:
+        words = joint.split("_")
+        partner = "_".join(swap.get(w, w) for w in words)
+        if partner not in index:
+            raise LayoutError(f"joint '{joint}' has no mirror partner '{partner}'", where=where,
+                              fix="name paired joints left_*/right_* (or l_*/r_*), or do not mirror")
+        perm.append(index[partner])
+    if not any(p != i for i, p in enumerate(perm)):
+        raise LayoutError("no left/right joint pairs to swap", where=where,
+                          fix="name paired joints left_*/right_* (or l_*/r_*), or do not mirror")
+    edges = {tuple(e) for e in layout.edges}
+    for a, b in layout.edges:
+        if (perm[a], perm[b]) not in edges:
+            raise LayoutError(f"edge ({layout.joints[a]}, {layout.joints[b]}) has no mirror edge "
+                              f"({layout.joints[perm[a]]}, {layout.joints[perm[b]]})", where=where,
+                              fix="add the mirrored edge so both sides have the same bones")
+    return tuple(perm)
 
 
 def _layout(name: str, joints: str, edges: list[tuple[int, int]], center: int,

@@ -8,7 +8,6 @@ only) -> person padding -> stream features.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -179,9 +178,6 @@ def mirror_joints(kp: np.ndarray, perm: tuple[int, ...] | np.ndarray) -> np.ndar
     return out
 
 
-_mirror_of = functools.lru_cache(maxsize=None)(Layout.mirror)
-
-
 @dataclass(frozen=True)
 class Preprocess:
     """The whole input pipeline for one stream; the same object is used to train and to serve."""
@@ -228,7 +224,7 @@ class Preprocess:
             if self.scale is not None:
                 kp = random_scale(kp, rng, *self.scale)
             if self.mirror and rng.random() < 0.5:
-                kp = mirror_joints(kp, _mirror_of(get_layout(self.layout)))
+                kp = mirror_joints(kp, get_layout(self.layout).mirror())
         kp = pad_persons(kp, self.persons)
         return np.ascontiguousarray(stream_features(kp, self.stream, self.layout), dtype=np.float32)
 
