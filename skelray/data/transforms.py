@@ -9,12 +9,14 @@ only) -> person padding -> stream features.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from skelray.data.layouts import Layout, get_layout
 from skelray.errors import ConfigError, DataError
+
+ArrayT = TypeVar("ArrayT")  # a numpy array or a torch tensor
 
 STREAMS = ("j", "b", "jm", "bm")
 Stream = Literal["j", "b", "jm", "bm"]
@@ -166,14 +168,15 @@ def random_scale(kp: np.ndarray, rng: np.random.Generator, low: float = 0.9, hig
     return out
 
 
-def mirror_joints(kp: np.ndarray, perm: tuple[int, ...] | np.ndarray) -> np.ndarray:
-    """The mirror image of ``(..., V, C)`` joints or stream features: left and right joints
-    swap (``perm``, from ``Layout.mirror()``) and the x coordinate (channel 0) changes sign.
+def mirror_joints(kp: ArrayT, perm: tuple[int, ...]) -> ArrayT:
+    """The mirror image of ``(..., V, C)`` joints or stream features, a numpy array or a torch
+    tensor: left and right joints swap (``perm``, from ``Layout.mirror()``) and the x
+    coordinate (channel 0) changes sign. The input is left alone.
 
     The bone and motion streams of a mirrored skeleton are the mirrored streams (for a layout
     whose bones are symmetric, which ``Layout.mirror`` checks), so this works on any stream.
     """
-    out = kp[..., list(perm), :].copy()
+    out = kp[..., list(perm), :]  # advanced indexing copies, in numpy and in torch
     out[..., 0] *= -1
     return out
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from skelray.data.layouts import Layout, get_layout
+from skelray.data.transforms import mirror_joints
 from skelray.errors import ConfigError, DataError
 from skelray.models._fuse import conv_like, fold_bn
 
@@ -168,9 +169,7 @@ class SkeletonModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.mirror_tta is None or self.training:
             return self.classify(x)
-        mirrored = x[:, :, :, list(self.mirror_tta)]
-        mirrored = torch.cat([-mirrored[..., :1], mirrored[..., 1:]], dim=-1)
-        logits = self.classify(torch.cat([x, mirrored]))
+        logits = self.classify(torch.cat([x, mirror_joints(x, self.mirror_tta)]))
         n = x.shape[0]
         return (logits[:n] + logits[n:]) / 2
 
