@@ -1,6 +1,7 @@
 """The trials of a sweep that can join an ensemble, with their saved logits and sizes.
 
-A candidate is a trial's best checkpoint: its ``logits.npz`` holds the validation and test
+A candidate is a trial's chosen checkpoint (the best epoch's, or the last one when the sweep's
+``scope`` judges trials by their last epochs): its ``logits.npz`` holds the validation and test
 logits of that epoch, for the same clips in the same order in every trial of the sweep (the
 data layer fixes the split), so logits of different trials can be summed clip by clip.
 """
@@ -24,7 +25,7 @@ USABLE = ("TERMINATED", "STOPPED")  # ERROR, DIVERGED and PENDING trials never j
 
 @dataclass
 class Candidate:
-    """One trial's best checkpoint, as the builder sees it."""
+    """One trial's chosen checkpoint, as the builder sees it."""
 
     key: str  # "<run>/<trial_name>", unique in the sweep
     run: str
@@ -41,6 +42,7 @@ class Candidate:
     val_labels: np.ndarray
     test_logits: np.ndarray
     test_labels: np.ndarray
+    rank: float | None = None  # the sweep's score of the trial, signed so that higher is better
 
     @property
     def val_top1(self) -> float:
@@ -73,13 +75,14 @@ def _load_logits(path: Path) -> dict[str, np.ndarray]:
 
 def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
     """Every usable trial of the sweep, and a line per trial left out saying why."""
-    from skelray.sweep.results import read_results
+    from skelray.sweep.results import Location, read_results, sweep_state
 
     sweep = Path(sweep_dir).resolve()
     if not sweep.is_dir():
         raise DataError("is not a sweep folder", where=str(sweep_dir),
                         fix="pass the folder `skelray sweep run` printed (it holds results/ and run-0/)")
     trials, _ = read_results(str(sweep))
+    sign = -1.0 if sweep_state(Location.parse(str(sweep))).get("mode") == "min" else 1.0
     out: list[Candidate] = []
     skipped: list[str] = []
     for row in trials.to_pylist():
@@ -112,7 +115,7 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
             pa_count=(model.get("kwargs") or {}).get("pa_count"),
             sparsity=sparsity.get("level"), params=params,
             macs=_number(sizes.get("macs"), row.get("macs")) or 0.0,
-            latency_ms=latency, **logits))
+            latency_ms=latency, rank=sign * row["score"] if row.get("score") is not None else None, **logits))
     _check_same_clips(out)
     return out, skipped
 

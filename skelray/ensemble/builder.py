@@ -66,7 +66,7 @@ class EnsembleSpec(_Model):
     budget: BudgetSpec
     members: list[EnsembleMember]
     ensemble: Score
-    best_single: Score  # the best trial on validation, whatever its size
+    best_single: Score  # the sweep's best trial (by its score), whatever its size
     best_single_in_budget: Score
     refined: bool = False
     trace: list[tuple[str, float]] = Field(default_factory=list)  # (pick, val top-1) per round
@@ -111,7 +111,10 @@ def _single(c: Candidate) -> Score:
 
 
 def _best(cands: list[Candidate]) -> Candidate:
-    # Ties on top-1 go to the lower validation loss, as in the greedy selection.
+    """The sweep's own pick (its leaderboard's first) when every trial has a score; otherwise
+    the best validation top-1, ties to the lower validation loss as in the greedy selection."""
+    if cands and all(c.rank is not None for c in cands):
+        return max(cands, key=lambda c: (c.rank, c.val_top1, -nll(c.val_logits, c.val_labels)))
     return max(cands, key=lambda c: (c.val_top1, -nll(c.val_logits, c.val_labels)))
 
 

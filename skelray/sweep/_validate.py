@@ -40,6 +40,7 @@ def check_spec(spec: SweepSpec, *, check_paths: bool = True) -> list[Problem]:
     out += _check_searcher(spec)
     out += _check_scheduler(spec, TrialConfig)
     out += _check_metric(spec)
+    out += _check_test_every(spec)
     out += _check_resources_shape(spec)
     out += _check_storage(spec)
     return out
@@ -126,6 +127,44 @@ def _check_scheduler(spec: SweepSpec, root: type) -> list[Problem]:
                                "pbt changes trial configs itself, which optuna cannot follow",
                                "use searcher random or grid with pbt"))
     return out
+
+
+def stop_epochs(spec: SweepSpec) -> list[int] | None:
+    """The epochs before the last after which the scheduler may stop a trial ([] for fifo and
+    pbt, which run every trial to the end); None when it may stop after any epoch."""
+    sch, epochs = spec.scheduler, spec.train.epochs
+    if sch.type in ("fifo", "pbt"):
+        return []
+    if sch.type != "asha":
+        return None
+    # ASHA judges a trial at the first epoch >= each rung, grace * rf^k, and stops it at max_t.
+    max_t = sch.max_t or epochs
+    grace, rf = sch.grace_period or 1, sch.reduction_factor or 3
+    out, k = [], 0
+    while (rung := math.ceil(grace * rf ** k - 1e-9)) < min(max_t, epochs):
+        out.append(rung)
+        k += 1
+    return out + ([max_t] if max_t < epochs else [])
+
+
+def _check_test_every(spec: SweepSpec) -> list[Problem]:
+    every = spec.train.test_every
+    if every == 1 or "train.test_every" in spec.search or "train.epochs" in spec.search:
+        return []
+    if spec.scope == "all":
+        return [Problem("train.test_every", f"test_every {every} with scope all: a trial is judged by its best "
+                        "epoch, which may be one without a test pass",
+                        "set scope: last (or last-N-avg) to judge trials by their last epoch, or test_every: 1")]
+    stops = stop_epochs(spec)
+    if stops is None:
+        return [Problem("train.test_every", f"scheduler {spec.scheduler.type} may stop a trial after any epoch, "
+                        "which then has no test result", "set test_every: 1, or use scheduler fifo, asha or pbt")]
+    missed = [e for e in stops if e % every]
+    if missed:
+        return [Problem("train.test_every", f"ASHA may stop trials after epochs {stops}; a trial stopped after "
+                        f"{', '.join(map(str, missed))} would have no test result (not a multiple of {every})",
+                        f"set test_every to a divisor of {math.gcd(*stops)}, or change grace_period/reduction_factor")]
+    return []
 
 
 # What Tune adds to every report, beside the trial's own metrics.

@@ -57,7 +57,7 @@ def run(sweep_file: Path = typer.Argument(..., help="Sweep YAML (skelray or W&B 
     # With --address the data may live on the workers' disks only: the trial checks it there.
     spec = load_sweep(sweep_file, _overrides(data, set_), check_paths=address is None)
     outcome = run_sweep(spec, address=address, storage=storage, console=console)
-    console.print(leaderboard(outcome.trials, top=top))
+    console.print(leaderboard(outcome.trials, mode=outcome.mode, top=top))
     console.print(f"next: skelray sweep results {outcome.sweep_dir}")
     if outcome.errored:
         raise typer.Exit(1)
@@ -72,7 +72,7 @@ def resume(sweep_dir: str = typer.Argument(..., help="The sweep folder (<storage
     from skelray.sweep.runner import resume_sweep
 
     outcome = resume_sweep(sweep_dir, address=address, more=more, console=console)
-    console.print(leaderboard(outcome.trials, top=20))
+    console.print(leaderboard(outcome.trials, mode=outcome.mode, top=20))
     if outcome.errored:
         raise typer.Exit(1)
 
@@ -84,18 +84,17 @@ def results(sweep_dir: str = typer.Argument(..., help="The sweep folder (<storag
             refresh: bool = typer.Option(False, help="Rebuild the tables from the trial folders first.")) -> None:
     """Leaderboard (and plots) from a sweep's Parquet results store."""
     from skelray.sweep.report import leaderboard, plot
-    from skelray.sweep.results import Location, collect, read_results
-    from skelray.sweep.runner import sweep_state
+    from skelray.sweep.results import Location, collect_as_run, read_results, sweep_state
 
+    state = sweep_state(Location.parse(sweep_dir))
     if refresh:
-        state = sweep_state(Location.parse(sweep_dir))
-        trials, epochs = collect(sweep_dir, metric=state.get("metric", "val/top1"), mode=state.get("mode", "max"))
+        trials, epochs = collect_as_run(sweep_dir, state)
     else:
         trials, epochs = read_results(sweep_dir)
     if trials.num_rows == 0:
         console.print(f"no trials in {sweep_dir} yet")
         return
-    console.print(leaderboard(trials, top=top or None))
+    console.print(leaderboard(trials, mode=state.get("mode", "max"), top=top or None))
     if plots:
         loc = Location.parse(sweep_dir)
         if "://" in sweep_dir:

@@ -32,20 +32,28 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def leaderboard(trials: pa.Table, *, metric: str = ACCURACY, mode: str = "max", top: int | None = None) -> Table:
+def leaderboard(trials: pa.Table, *, mode: str = "max", top: int | None = None) -> Table:
+    """Trials ranked by their score (the sweep's metric over the epochs its scope names); the
+    accuracy columns are the chosen checkpoint's. Stores written before scores existed rank by
+    validation top-1."""
     rows = trials.to_pylist()
-    rows.sort(key=lambda r: (r.get(metric) is None, -(r.get(metric) or 0) if mode == "max" else (r.get(metric) or 0)))
+    key = "score" if "score" in trials.column_names else ACCURACY
+    rows.sort(key=lambda r: (r.get(key) is None, -(r.get(key) or 0) if mode == "max" else (r.get(key) or 0)))
     varied = _searched_columns(trials)
+    # The score gets its own column only when it is not the validation top-1 shown anyway.
+    show_score = key == "score" and any(r.get("score") != r.get(ACCURACY) for r in rows)
     table = Table(title="leaderboard", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("trial")
     for col in varied:
         table.add_column(col.removeprefix("config.").split(".")[-1])
-    for col in ("status", "epochs", "val top1", "test top1", "params", "GMACs", "ms b1", "ms b64"):
+    for col in ("status", "epochs", *(["score"] if show_score else []), "val top1", "test top1", "params", "GMACs",
+                "ms b1", "ms b64"):
         table.add_column(col, justify="right")
     for i, r in enumerate(rows[:top] if top else rows, 1):
+        score = [_num(r.get("score"), 1, 4)] if show_score else []
         table.add_row(
-            str(i), r["trial_name"], *[str(r.get(c)) for c in varied], r["status"], str(r["epochs_run"]),
+            str(i), r["trial_name"], *[str(r.get(c)) for c in varied], r["status"], str(r["epochs_run"]), *score,
             _pct(r.get("best.val/top1")), _pct(r.get("best.test/top1")), _count(r.get("params")),
             _num(r.get("macs"), 1e-9, 3), _num(r.get("latency_ms_b1"), 1, 1), _num(r.get("latency_ms_b64"), 1, 1),
         )

@@ -4,8 +4,10 @@ Tune leaves, per trial, ``params.json`` (its config), ``result.json`` (one JSON 
 and ``checkpoint_*/`` folders (``trial.json`` + ``logits.npz`` written by the trial). This module
 reads those, from a local path or any pyarrow filesystem URI, and writes
 
-  <sweep>/results/trials.parquet   one row per trial: flattened config, best and final metrics,
-                                   params, MACs, latency, status, node, wall time, best checkpoint
+  <sweep>/results/trials.parquet   one row per trial: flattened config, its score (the metric
+                                   over the epochs the sweep's scope names), the chosen
+                                   checkpoint's (best.*) and the final metrics, params, MACs,
+                                   latency, status, node, wall time, chosen checkpoint
   <sweep>/results/epochs.parquet   one row per trial and epoch
 
 so the CLI's leaderboard, plots and the ensemble builder never need Ray.
@@ -130,26 +132,41 @@ def _better(a: float, b: float, mode: str) -> bool:
     return a > b if mode == "max" else a < b
 
 
+def scope_score(values: list[float], scope: str, mode: str) -> float | None:
+    """A trial's score from its metric per epoch (in order), by Ray Tune's ``scope`` rules."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None
+    if scope == "all":
+        return max(values) if mode == "max" else min(values)
+    if scope == "last":
+        return values[-1]
+    tail = values if scope == "avg" else values[-int(scope.split("-")[1]):]
+    return sum(tail) / len(tail)
+
+
 def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total: int | None,
-              status: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              status: str | None = None, scope: str = "all") -> tuple[dict[str, Any], list[dict[str, Any]]]:
     config = json.loads(trial.join("params.json").read_text())
     epochs = _read_epochs(trial)
     total = epochs_total or config.get("train", {}).get("epochs")
     final = epochs[-1] if epochs else {}
-    # The best checkpoint is what ensembling and export use, so the row's best.* metrics are
-    # that checkpoint's epoch. Ties go to the later epoch (Tune keeps the newer of tied
-    # checkpoints); without checkpoints, the best epoch of the log.
+    # The chosen checkpoint is what ensembling and export use, so the row's best.* metrics are
+    # that checkpoint's epoch. With scope all it is the best checkpoint by the metric (ties go
+    # to the later epoch: Tune keeps the newer of tied checkpoints); with any other scope the
+    # trial is judged by its last epochs, and the last checkpoint is the one used. Without
+    # checkpoints, the epoch of the log that the same rule picks.
     best_ckpt = None
     for loc, info in sorted(_checkpoints(trial), key=lambda c: c[1].get("epoch", 0)):
         value = info.get("metrics", {}).get(metric)
-        if value is not None and (best_ckpt is None or not _better(best_ckpt[1], value, mode)):
+        if scope != "all" or (value is not None and (best_ckpt is None or not _better(best_ckpt[1], value, mode))):
             best_ckpt = (loc, value, info)
     best = None
     for row in epochs:
         if best_ckpt is not None:
             if row.get("epoch") == best_ckpt[2].get("epoch"):
                 best = row
-        elif metric in row and (best is None or not _better(best[metric], row[metric], mode)):
+        elif scope != "all" or (metric in row and (best is None or not _better(best[metric], row[metric], mode))):
             best = row
     error_file = trial.join("error.txt")
     error_text = error_file.read_text() if error_file.exists() else ""
@@ -171,6 +188,8 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         "status": status,
         "epochs_run": int(final.get("epoch", 0)) if final else 0,
         "best_epoch": int(best["epoch"]) if best else None,
+        # What the sweep ranks trials by: the metric over the epochs the scope names.
+        "score": scope_score([e.get(metric) for e in epochs], scope, mode),
         "node_ip": final.get("node_ip"),
         "node_id": final.get("node_id"),
         "wall_time_s": final.get("time_total_s"),
@@ -202,7 +221,7 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
 
 
-def collect(sweep_uri: str, *, metric: str = "val/top1", mode: str = "max",
+def collect(sweep_uri: str, *, metric: str = "val/top1", mode: str = "max", scope: str = "all",
             statuses: dict[str, str] | None = None) -> tuple[pa.Table, pa.Table]:
     """Read every trial of the sweep at ``sweep_uri`` and write its two Parquet tables."""
     sweep = Location.parse(sweep_uri)
@@ -211,7 +230,7 @@ def collect(sweep_uri: str, *, metric: str = "val/top1", mode: str = "max",
     trials, epochs = [], []
     for run, trial in trial_dirs(sweep):
         row, epoch_rows = trial_row(run, trial, metric=metric, mode=mode, epochs_total=None,
-                                    status=(statuses or {}).get(trial.name))
+                                    status=(statuses or {}).get(trial.name), scope=scope)
         trials.append(row)
         epochs += epoch_rows
     trials_t, epochs_t = _table(trials), _table(epochs)
@@ -225,17 +244,23 @@ def collect(sweep_uri: str, *, metric: str = "val/top1", mode: str = "max",
     return trials_t, epochs_t
 
 
+def collect_as_run(sweep_uri: str, state: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
+    """``collect`` with the metric, mode and scope the sweep ran with (from its state file)."""
+    return collect(sweep_uri, metric=state.get("metric", "val/top1"), mode=state.get("mode", "max"),
+                   scope=state.get("scope", "all"))
+
+
 def read_results(sweep_uri: str) -> tuple[pa.Table, pa.Table]:
     """The stored tables; rebuilt from the trial folders when absent."""
     sweep = Location.parse(sweep_uri)
     res = sweep.join(RESULTS_DIR)
     if not res.join("trials.parquet").exists():
-        state = _sweep_state(sweep)
-        return collect(sweep_uri, metric=state.get("metric", "val/top1"), mode=state.get("mode", "max"))
+        return collect_as_run(sweep_uri, sweep_state(sweep))
     return (pq.read_table(res.join("trials.parquet").path, filesystem=res.fs),
             pq.read_table(res.join("epochs.parquet").path, filesystem=res.fs))
 
 
-def _sweep_state(sweep: Location) -> dict[str, Any]:
+def sweep_state(sweep: Location) -> dict[str, Any]:
+    """The sweep's ``sweep_state.json`` (the runner writes it): metric, mode, scope, runs."""
     path = sweep.join("sweep_state.json")
     return json.loads(path.read_text()) if path.exists() else {}

@@ -3,7 +3,7 @@
 A sweep lives in one folder, ``<storage>/<name>/``:
 
   sweep.yaml          the spec as run (resume reads it back)
-  sweep_state.json    metric, mode, the runs so far, whether the last one finished
+  sweep_state.json    metric, mode, scope, the runs so far, whether the last one finished
   run-0/ run-1/ ...   one Tune experiment per `run` / `--more`, one folder per trial
   results/            trials.parquet and epochs.parquet (see skelray.sweep.results)
   wandb/              offline W&B runs, when storage is local
@@ -21,7 +21,7 @@ import yaml
 from rich.console import Console
 
 from skelray.errors import ConfigError
-from skelray.sweep.results import Location, collect
+from skelray.sweep.results import Location, collect, sweep_state
 
 STATE_FILE = "sweep_state.json"
 SPEC_FILE = "sweep.yaml"
@@ -32,6 +32,7 @@ class SweepOutcome:
     sweep_dir: str
     trials: Any  # pyarrow.Table
     errored: int
+    mode: str = "max"  # how the trials table's score ranks (the sweep's mode)
 
 
 def default_storage() -> str:
@@ -63,9 +64,10 @@ def _write_text(loc: Location, text: str) -> None:
         f.write(text.encode())
 
 
-def sweep_state(sweep: Location) -> dict[str, Any]:
-    path = sweep.join(STATE_FILE)
-    return json.loads(path.read_text()) if path.exists() else {}
+def _state(spec, runs: list[str], *, finished: bool) -> dict[str, Any]:
+    """What ``sweep_state.json`` records: the runs so far and how trials are ranked."""
+    return {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "scope": spec.scope,
+            "runs": runs, "finished": finished}
 
 
 class _TrialNamer:
@@ -108,8 +110,10 @@ def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, s
     run_config = tune.RunConfig(
         name=run,
         storage_path=spec_storage_uri(sweep),
+        # Scope all judges a trial by its best epoch, so the best checkpoints are kept; any other
+        # scope by its last ones, so the most recent are kept.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep,
-                                                checkpoint_score_attribute=spec.metric,
+                                                checkpoint_score_attribute=spec.metric if spec.scope == "all" else None,
                                                 checkpoint_score_order=spec.mode),
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
         stop=build_stopper(spec),
@@ -133,13 +137,12 @@ def _finish(spec, sweep: Location, runs: list[str], console: Console) -> SweepOu
     from skelray.train.data import shutdown_caches
 
     shutdown_caches()
-    trials, _ = collect(spec_storage_uri(sweep), metric=spec.metric, mode=spec.mode)
-    _write_text(sweep.join(STATE_FILE), json.dumps(
-        {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "runs": runs, "finished": True}))
+    trials, _ = collect(spec_storage_uri(sweep), metric=spec.metric, mode=spec.mode, scope=spec.scope)
+    _write_text(sweep.join(STATE_FILE), json.dumps(_state(spec, runs, finished=True)))
     errored = sum(1 for s in trials.column("status").to_pylist() if s == "ERROR") if trials.num_rows else 0
     console.print(f"sweep [bold]{spec.name}[/]: {trials.num_rows} trials, {errored} errored; "
                   f"results in {spec_storage_uri(sweep)}")
-    return SweepOutcome(spec_storage_uri(sweep), trials, errored)
+    return SweepOutcome(spec_storage_uri(sweep), trials, errored, spec.mode)
 
 
 def _check_cluster(spec) -> None:
@@ -164,8 +167,7 @@ def run_sweep(spec, *, address: str | None = None, storage: str | None = None,
     try:
         _check_cluster(spec)
         _write_text(sweep.join(SPEC_FILE), yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        _write_text(sweep.join(STATE_FILE), json.dumps(
-            {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "runs": ["run-0"], "finished": False}))
+        _write_text(sweep.join(STATE_FILE), json.dumps(_state(spec, ["run-0"], finished=False)))
         _tuner(spec, sweep, "run-0", console=console).fit()
         return _finish(spec, sweep, ["run-0"], console)
     finally:
@@ -214,8 +216,7 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
         if more > 0:
             run = f"run-{len(runs)}"
             runs.append(run)
-            _write_text(sweep.join(STATE_FILE), json.dumps(
-                {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "runs": runs, "finished": False}))
+            _write_text(sweep.join(STATE_FILE), json.dumps(_state(spec, runs, finished=False)))
             console.print(f"adding {more} samples to sweep {spec.name} as {run}")
             more_spec, samples, offset = _more_spec(spec, more, len(runs) - 1)
             _tuner(more_spec, sweep, run, num_samples=samples, seed_offset=offset, console=console).fit()

@@ -12,6 +12,7 @@ so ``data: {path: ${SKELRAY_UCLA}}`` makes the data folder a run-time argument (
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,10 @@ class SplitSpec(_Section):
     val: str | None = "val"  # split the metric is computed on each epoch; null: a fixed stratified
     #                          hold-out of the training split (for datasets without a val split)
     test: str | None = None  # held-out split, evaluated once by `sweep results`, never tuned on
+    # With val: null, which clips are held out together: auto = the views of one recording
+    # (clips that differ only in their view/camera tag); clip = each clip alone; or a list of
+    # tags, e.g. [subject] to hold out whole subjects.
+    holdout_group: Literal["auto", "clip"] | list[str] = "auto"
 
 
 class DataSpec(_Section):
@@ -123,6 +128,11 @@ class TrainSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the trial got a GPU
     precise_bn_batches: int = Field(16, ge=0)  # re-estimate BN statistics on N train batches before eval; 0 = off
     latency_batches: list[int] = Field(default_factory=lambda: [1, 64])  # batch sizes timed for the leaderboard
+    # Evaluate the test split every N epochs and at the last one (validation runs every epoch).
+    # Test is only read at the checkpoint a trial is judged by, so with scope: last a sweep
+    # whose trials stop at known epochs (fifo, pbt, or ASHA rungs that are multiples of N)
+    # saves the test pass on the other epochs.
+    test_every: int = Field(1, ge=1)
 
 
 class TrialConfig(_Section):
@@ -204,6 +214,11 @@ class SweepSpec(_Section):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     metric: str = "val/top1"  # a key the trial reports every epoch
     mode: Literal["max", "min"] = "max"
+    # Which epochs judge a trial (Ray Tune's scope): all = its best epoch, whose checkpoint is
+    # the one ensembled and exported; last = its last epoch; avg / last-N-avg = the mean metric
+    # of all / its last N epochs. With last and the averages the last checkpoint is the one
+    # used: right for schedules that anneal the learning rate to zero.
+    scope: str = "all"
     target: float | None = None  # stop the whole sweep once a trial's metric reaches this (W&B metric.target)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: int | None = Field(None, ge=1)  # trials at once; None = as many as resources allow
@@ -212,6 +227,13 @@ class SweepSpec(_Section):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     storage: str | None = None  # local folder or pyarrow URI (s3://bucket/x, gs://...); None: runner default
     wandb: WandbSpec = Field(default_factory=WandbSpec)  # mode: disabled turns W&B off
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, v: str) -> str:
+        if not re.fullmatch(r"all|last|avg|last-[1-9][0-9]*-avg", v):
+            raise ValueError("scope must be all, last, avg or last-N-avg (N a whole number >= 1, e.g. last-5-avg)")
+        return v
 
     @field_validator("search", mode="before")
     @classmethod

@@ -33,16 +33,58 @@ class DataBundle:
     class_names: list[str] = field(default_factory=list)
 
 
-def _holdout(ids: list[int], labels: np.ndarray, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Stratified split of ``ids`` into (kept, held out) with ``fraction`` of each class held out."""
+VIEW_TAGS = ("view", "camera")
+
+
+def holdout_groups(sequences: list, ids: list[int], group_by: str | list[str]) -> dict[int, tuple]:
+    """The hold-out group of each clip in ``ids``: clips of one group are held out together.
+
+    ``"auto"``: when the clips carry a view or camera tag, clips with the same label and the same
+    value of every other tag are one recording seen from several cameras, and form one group
+    (holding out one view of a recording while training on another would let validation
+    reward recognising a performance it has already seen). Without such tags, or with
+    ``"clip"``, every clip is its own group. A list of tag names groups by those tags (and the
+    label): ``[subject]`` holds out whole subjects' clips of a class.
+    """
+    if group_by == "clip":
+        return {i: (i,) for i in ids}
+    if group_by == "auto":
+        tags = sorted({k for i in ids for k in sequences[i].tags})
+        if not any(t in VIEW_TAGS for t in tags):
+            return {i: (i,) for i in ids}
+        keys = [t for t in tags if t not in VIEW_TAGS]
+    else:
+        keys = list(group_by)
+        present = sorted({k for i in ids for k in sequences[i].tags})
+        for k in keys:
+            if any(k not in sequences[i].tags for i in ids):
+                raise DataError(f"tag '{k}' is not on every training clip", where="data.split.holdout_group",
+                                fix=f"group by tags the clips carry ({', '.join(present) or 'none'}), "
+                                    "or use auto or clip")
+    return {i: (sequences[i].label, *(str(sequences[i].tags.get(k)) for k in keys)) for i in ids}
+
+
+def _holdout(ids: list[int], labels: np.ndarray, fraction: float, seed: int,
+             groups: dict[int, tuple] | None = None) -> tuple[list[int], list[int]]:
+    """Stratified split of ``ids`` into (kept, held out): about ``fraction`` of each class held
+    out, whole groups at a time (``groups``: clip -> group key; by default each clip alone)."""
     rng = np.random.default_rng(seed)
     kept, held = [], []
     for c in np.unique(labels[ids]):
         members = [i for i in ids if labels[i] == c]
-        rng.shuffle(members)
-        n = int(round(fraction * len(members)))
-        held += members[:n]
-        kept += members[n:]
+        by_group: dict[tuple, list[int]] = {}
+        for i in members:
+            by_group.setdefault(groups[i] if groups else (i,), []).append(i)
+        order = list(by_group.values())
+        rng.shuffle(order)
+        n, taken = int(round(fraction * len(members))), 0
+        for group in order:
+            # Take whole groups until the class's share is reached (the last may overshoot it).
+            if taken < n:
+                held += group
+                taken += len(group)
+            else:
+                kept += group
     return sorted(kept), sorted(held)
 
 
@@ -76,6 +118,7 @@ def load_splits(data: Any) -> DataBundle:
     ``data.split.val`` names a split, or is null: then a stratified ``VAL_FRACTION`` of the
     training split is held out, with a fixed seed so every trial holds out the same clips and
     validation logits are comparable across trials (the ensemble builder relies on that).
+    ``data.split.holdout_group`` keeps clips of one recording together (``holdout_groups``).
     """
     sequences, named, layout, class_names = _read_source(data)
     index = {s.id: i for i, s in enumerate(sequences)}
@@ -93,13 +136,14 @@ def load_splits(data: Any) -> DataBundle:
     val = ids_of(data.split.val, "data.split.val")
     test = ids_of(data.split.test, "data.split.test")
     if data.split.val is None:
-        train, val = _holdout(train, labels, VAL_FRACTION, seed=0)
+        groups = holdout_groups(sequences, train, data.split.holdout_group)
+        train, val = _holdout(train, labels, VAL_FRACTION, seed=0, groups=groups)
     if not train:
         raise DataError("the training split is empty", where="data.split.train")
     clips = [s.keypoints for s in sequences]
 
     def split(ids: list[int]) -> Split:
-        return Split([clips[i] for i in ids], labels[ids])
+        return Split([clips[i] for i in ids], labels[ids], [sequences[i].id for i in ids])
 
     num_classes = len(class_names) if class_names else int(labels.max()) + 1
     return DataBundle({"train": split(train), "val": split(val), "test": split(test)}, layout,

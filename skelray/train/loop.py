@@ -27,10 +27,12 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class Split:
-    """A split's raw clips and labels; clips are (M, T, V, C) views, never copied here."""
+    """A split's raw clips and labels; clips are (M, T, V, C) views, never copied here. ``ids``
+    names the clips in order (the dataset's sequence ids) where the split came from a dataset."""
 
     clips: Sequence[np.ndarray]
     labels: np.ndarray
+    ids: Sequence[str] = ()
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -10,7 +10,8 @@ A checkpoint directory holds:
                 with ``train.ema_decay``, ``model`` is the averaged (evaluated) weights and
                 ``live_model`` the weights the optimiser is training
   trial.json    epoch, NumPy RNG state, metrics of this epoch, sizes of the inference form
-  logits.npz    validation and test logits and labels of this epoch (for ensembling)
+  logits.npz    validation and test logits and labels of this epoch (for ensembling); test only
+                on the epochs ``train.test_every`` evaluates it
 """
 
 from __future__ import annotations
@@ -175,27 +176,28 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
         # Dense models are evaluated in their fused form: the same logits (the fusion tests hold
         # them within 1e-4), 2-3x cheaper for multi-branch models.
         judged = evaluated if sparsity is not None else fuse(evaluated)
-        logits = {"val_logits": predict(judged, val, pp_eval, batch_size=eval_bs, device=device),
-                  "val_labels": val.labels,
-                  "test_logits": predict(judged, test, pp_eval, batch_size=eval_bs, device=device),
-                  "test_labels": test.labels}
-        del judged
         last = epoch + 1 == t.epochs
+        logits = {"val_logits": predict(judged, val, pp_eval, batch_size=eval_bs, device=device),
+                  "val_labels": val.labels}
+        if last or (epoch + 1) % t.test_every == 0:
+            logits.update(test_logits=predict(judged, test, pp_eval, batch_size=eval_bs, device=device),
+                          test_labels=test.labels)
+        del judged
         # Sizes and latency of the inference form: once for dense models (training does not
         # change them); for sparse ones again at the end, when the masks have settled.
         if not sizes or (last and sparsity is not None):
             sizes = _measure(model, sample_shape, device, tuple(t.latency_batches))
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - started,
                    **{f"train/{k}": v for k, v in tr.items()}, **sizes}
-        for name in ("val", "test"):
-            if len(logits[f"{name}_labels"]):
-                metrics.update({f"{name}/{k}": v for k, v in
-                                metrics_from_logits(logits[f"{name}_logits"], logits[f"{name}_labels"]).items()})
+        evaluated_splits = [name for name in ("val", "test") if len(logits.get(f"{name}_labels", ()))]
+        for name in evaluated_splits:
+            metrics.update({f"{name}/{k}": v for k, v in
+                            metrics_from_logits(logits[f"{name}_logits"], logits[f"{name}_labels"]).items()})
         if sparsity is not None:
             metrics["sparsity"] = float(sparsity.report(model, macs=False)["overall"])
         per_class = {f"{name}_per_class": per_class_accuracy(logits[f"{name}_logits"], logits[f"{name}_labels"],
                                                              data.num_classes)
-                     for name in ("val", "test") if len(logits[f"{name}_labels"])}
+                     for name in evaluated_splits}
         # A diverged run only burns compute: say so and stop (the results mark it DIVERGED).
         diverged = not np.isfinite(tr["loss"])
         if diverged:

@@ -88,3 +88,15 @@ def test_top_k_is_sorted_and_labelled():
     assert [r["label"] for r in row] == ["y", "z"]
     assert row[0]["probability"] > row[1]["probability"]
     assert len(top_k(probs, 10, ["x", "y", "z"])[0]) == 3
+
+
+def test_best_single_is_the_sweeps_pick_when_trials_have_scores():
+    from skelray.ensemble.builder import _best
+
+    sharp, steady = cand("sharp", list(range(9))), cand("steady", list(range(7)))
+    assert _best([sharp, steady]).key == "sharp"  # no scores: validation top-1 of the checkpoints
+    # The sweep ranked steady first (e.g. by its last five epochs): the report compares with that.
+    sharp.rank, steady.rank = 0.80, 0.85
+    assert _best([sharp, steady]).key == "steady"
+    steady.rank = None  # a trial without a score: back to validation top-1 for all
+    assert _best([sharp, steady]).key == "sharp"

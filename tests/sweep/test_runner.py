@@ -95,6 +95,23 @@ def test_asha_stops_trials_early(tmp_path, tiny_sweep):
     assert epochs.num_rows == 6
 
 
+def test_scope_last_keeps_the_latest_checkpoint_and_tests_on_the_named_epochs(tmp_path, tiny_sweep):
+    # The learning rate falls every epoch (warm-up 0, cosine), so by "lr" the best epoch is the
+    # first: scope all would keep epoch 1's checkpoint. Scope last keeps the most recent one.
+    spec = load_sweep(tiny_sweep(
+        "scope", str(tmp_path), train={"epochs": 4, "batch_size": 8, "latency_batches": [1], "test_every": 2},
+        search={}, metric="lr", mode="max", scope="last", checkpoint={"keep": 1}))
+    trials, epochs = read_results(run_sweep(spec).sweep_dir)
+    (row,) = trials.to_pylist()
+    lrs = {e["epoch"]: e["lr"] for e in epochs.to_pylist()}
+    assert lrs[1] > lrs[4] and row["score"] == lrs[4]
+    assert row["best_epoch"] == 4 and row["best.test/top1"] is not None
+    ckpts = sorted((tmp_path / "scope" / "run-0" / row["trial_name"]).glob("checkpoint_*"))
+    assert len(ckpts) == 1 and json.loads((ckpts[0] / "trial.json").read_text())["epoch"] == 4
+    assert [e["epoch"] for e in epochs.to_pylist() if e.get("test/top1") is not None] == [2, 4]
+    assert all(e.get("val/top1") is not None for e in epochs.to_pylist())
+
+
 def test_target_ends_the_whole_sweep(tmp_path, tiny_sweep):
     # One trial at a time and a metric known in advance: the first trial reaches the target at
     # its first epoch, so it stops there and the other two never start.

@@ -214,6 +214,18 @@ MISTAKES = [
     pytest.param(MIN + "train: {epochs: 3}\ntrain: {epochs: 4}\n",
                  ['train (line 5)', 'written twice'],
                  id="key_written_twice_in_yaml"),
+    pytest.param(MIN + "scope: best\n", ['scope (line 4)', "'best'", 'all, last, avg or last-N-avg'],
+                 id="unknown_scope"),
+    pytest.param(MIN + "train: {epochs: 8, test_every: 4}\n",
+                 ['train.test_every', 'scope all', 'set scope: last'],
+                 id="test_every_with_scope_all_could_judge_an_untested_epoch"),
+    pytest.param(MIN + "train: {epochs: 8, test_every: 4}\nscope: last\nscheduler: {type: median}\n",
+                 ['train.test_every', 'scheduler median may stop a trial after any epoch', 'test_every: 1'],
+                 id="test_every_with_a_scheduler_that_stops_anywhere"),
+    pytest.param(MIN + "train: {epochs: 30, test_every: 4}\nscope: last-5-avg\n"
+                 "scheduler: {type: asha, grace_period: 2, reduction_factor: 3}\n",
+                 ['train.test_every', 'epochs [2, 6, 18]', 'after 2, 6, 18', 'a divisor of 2'],
+                 id="test_every_off_the_asha_rungs"),
 ]
 
 
@@ -294,3 +306,17 @@ def test_check_resources_refuses_more_cpus_than_any_node_has():
     spec = load_sweep(MIN + "resources: {cpu: 8}\n")
     with pytest.raises(ConfigError, match=r"resources\.cpu.*largest node has 2"):
         check_resources(spec, [_node(2)])
+
+
+def test_test_every_on_the_asha_rungs_and_the_stop_epochs_it_is_checked_against():
+    from skelray.sweep._validate import stop_epochs
+
+    ok = load_sweep(MIN + "train: {epochs: 32, test_every: 8}\nscope: last-5-avg\n"
+                    "scheduler: {type: asha, grace_period: 8, reduction_factor: 3}\n")
+    assert stop_epochs(ok) == [8, 24] and ok.train.test_every == 8
+    # ASHA judges at the first epoch >= each rung, and stops every trial at a max_t below the epochs.
+    capped = load_sweep(MIN + "train: {epochs: 40}\nscheduler: {type: asha, grace_period: 2, "
+                        "reduction_factor: 2.5, max_t: 30}\n")
+    assert stop_epochs(capped) == [2, 5, 13, 30]
+    assert stop_epochs(load_sweep(MIN + "scheduler: {type: median}\n")) is None
+    assert stop_epochs(load_sweep(MIN + "train: {epochs: 8}\nscope: last\n")) == []

@@ -130,3 +130,23 @@ def test_weight_average_of_a_sparse_model_keeps_its_schedule(tmp_path: Path, tin
     assert len(seen) == 3 and seen[0][0] < seen[-1][0]  # the level did ramp
     for live, averaged in seen:
         assert averaged == pytest.approx(live, abs=1e-3)
+
+
+def test_test_every_evaluates_test_on_its_multiples_and_the_last_epoch(tmp_path: Path, tiny_sweep) -> None:
+    spec = load_sweep(tiny_sweep("every", str(tmp_path), search={}, scope="last",
+                                 train={"epochs": 3, "batch_size": 8, "lr": 0.05, "latency_batches": [1],
+                                        "test_every": 2}))
+    seen: dict[int, tuple[set, set]] = {}
+
+    def report(metrics: dict[str, Any], directory: str) -> None:
+        with np.load(Path(directory) / "logits.npz") as z:
+            per_class = set(json.loads((Path(directory) / "trial.json").read_text()))
+            seen[metrics["epoch"]] = ({k for k in metrics if k.startswith(("val/", "test/"))},
+                                      set(z.files) | {k for k in per_class if k.endswith("_per_class")})
+
+    run_trial(spec.trial_config(), report=report, device="cpu")
+    val = {"val/top1", "val/top5", "val/loss", "val_logits", "val_labels", "val_per_class"}
+    test = {k.replace("val", "test") for k in val}
+    assert sorted(seen) == [1, 2, 3]
+    assert set.union(*seen[1]) == val
+    assert set.union(*seen[2]) == set.union(*seen[3]) == val | test

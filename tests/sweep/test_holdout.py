@@ -1,0 +1,95 @@
+"""The validation hold-out carved from the training split when ``data.split.val`` is null."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skelray.data._types import SkeletonDataset, SkeletonSequence
+from skelray.data.readers.npz import write_npz
+from skelray.errors import DataError
+from skelray.sweep import load_sweep
+from skelray.train.data import _holdout, holdout_groups, load_splits
+
+
+def _recordings(views=(1, 2), subjects=5, takes=4, classes=3, extra_tags=None) -> SkeletonDataset:
+    """Every (class, subject, take) filmed once per view: one recording, several clips."""
+    seqs = []
+    for c in range(classes):
+        for s in range(subjects):
+            for e in range(takes):
+                for v in views:
+                    tags = {"subject": s, "take": e, **({"view": v} if v is not None else {}), **(extra_tags or {})}
+                    seqs.append(SkeletonSequence(id=f"c{c}_s{s}_e{e}_v{v}", label=c,
+                                                 keypoints=np.full((1, 4, 20, 3), c, np.float32), tags=tags))
+    return SkeletonDataset(seqs, "kinect_v1_20", {"train": [q.id for q in seqs], "test": [seqs[0].id]})
+
+
+def _split(ds: SkeletonDataset, group_by) -> tuple[list[int], list[int]]:
+    labels = np.array([q.label for q in ds.sequences])
+    ids = list(range(len(ds.sequences)))
+    return _holdout(ids, labels, 0.1, seed=0, groups=holdout_groups(ds.sequences, ids, group_by))
+
+
+def _recording(q: SkeletonSequence) -> tuple:
+    return q.label, q.tags["subject"], q.tags["take"]
+
+
+def test_auto_keeps_the_views_of_a_recording_together():
+    ds = _recordings()
+    kept, held = _split(ds, "auto")
+    in_train = {_recording(ds.sequences[i]) for i in kept}
+    assert held and not any(_recording(ds.sequences[i]) in in_train for i in held)
+    # About a tenth of each class: 40 clips per class, 4 held out (two recordings of two views).
+    for c in range(3):
+        assert sum(ds.sequences[i].label == c for i in held) == 4
+    # Clip by clip, the same seed leaves other views of held-out recordings in training.
+    kept, held = _split(ds, "clip")
+    in_train = {_recording(ds.sequences[i]) for i in kept}
+    assert any(_recording(ds.sequences[i]) in in_train for i in held)
+
+
+def test_grouping_by_a_tag_holds_out_whole_subjects_of_a_class():
+    ds = _recordings()
+    kept, held = _split(ds, ["subject"])
+    for c in range(3):
+        train_subjects = {ds.sequences[i].tags["subject"] for i in kept if ds.sequences[i].label == c}
+        val_subjects = {ds.sequences[i].tags["subject"] for i in held if ds.sequences[i].label == c}
+        assert len(val_subjects) == 1 and not train_subjects & val_subjects
+
+
+def test_without_view_tags_auto_is_the_clip_by_clip_hold_out():
+    # Tags that are not views (here a fold shared by every clip) must not merge clips.
+    ds = _recordings(views=(None,), extra_tags={"fold": "train"})
+    assert _split(ds, "auto") == _split(ds, "clip")
+    assert len(_split(ds, "auto")[1]) == 6  # 20 clips per class, 2 held out
+
+
+def test_load_splits_reads_the_grouping_from_the_spec(tmp_path):
+    write_npz(_recordings(), tmp_path / "rec.npz")
+
+    def splits(**split):
+        spec = load_sweep({"name": "h", "data": {"format": "npz", "path": str(tmp_path / "rec.npz"), "frames": 4,
+                                                 "persons": 1, "split": {"train": "train", "val": None, **split}},
+                           "model": {"name": "stgcn"}})
+        return load_splits(spec.trial_config().data)
+
+    auto, by_subject = splits().splits, splits(holdout_group=["subject"]).splits
+    assert len(auto["val"]) == 12 and len(auto["train"]) == 108
+    assert len(by_subject["val"]) == 3 * 8  # one subject (4 takes x 2 views) per class
+    with pytest.raises(DataError) as info:
+        splits(holdout_group=["performer"])
+    assert "data.split.holdout_group" in str(info.value) and "subject, take, view" in str(info.value)
+
+
+def test_nw_ucla_hold_out_has_no_recording_seen_in_training(ucla_path):
+    spec = load_sweep("sweeps/ucla_pa_count.yaml", {"data.path": str(ucla_path)})
+    splits = load_splits(spec.trial_config().data).splits
+
+    def recordings(name):  # aAA_sSS_eEE_vVV without the view
+        return {i.rsplit("_", 1)[0] for i in splits[name].ids}
+
+    assert all(i.endswith(("_v01", "_v02")) for s in ("train", "val") for i in splits[s].ids)
+    assert all(i.endswith("_v03") for i in splits["test"].ids)
+    assert not recordings("val") & recordings("train")
+    assert 0.09 <= len(splits["val"]) / (len(splits["val"]) + len(splits["train"])) <= 0.12
