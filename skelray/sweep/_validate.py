@@ -149,12 +149,14 @@ def stop_epochs(spec: SweepSpec) -> list[int] | None:
 
 def _check_test_every(spec: SweepSpec) -> list[Problem]:
     every = spec.train.test_every
-    if every == 1 or "train.test_every" in spec.search or "train.epochs" in spec.search:
+    if every == 1 or "train.test_every" in spec.search:
         return []
     if spec.scope == "all":
         return [Problem("train.test_every", f"test_every {every} with scope all: a trial is judged by its best "
                         "epoch, which may be one without a test pass",
                         "set scope: last (or last-N-avg) to judge trials by their last epoch, or test_every: 1")]
+    if "train.epochs" in spec.search:
+        return []  # the stop epochs differ per trial; the last epoch is always tested
     stops = stop_epochs(spec)
     if stops is None:
         return [Problem("train.test_every", f"scheduler {spec.scheduler.type} may stop a trial after any epoch, "
