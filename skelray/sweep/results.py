@@ -145,6 +145,19 @@ def scope_score(values: list[float], scope: str, mode: str) -> float | None:
     return sum(tail) / len(tail)
 
 
+def _chosen(values: list[float | None], scope: str, mode: str) -> int | None:
+    """Which of a trial's epochs (or checkpoints), in order, judges it: the last under any scope
+    but all; under all the best value, ties to the later one (Tune keeps the newer of tied
+    checkpoints). None when there is none."""
+    if scope != "all":
+        return len(values) - 1 if values else None
+    best = None
+    for i, v in enumerate(values):
+        if v is not None and (best is None or not _better(values[best], v, mode)):
+            best = i
+    return best
+
+
 def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total: int | None,
               status: str | None = None, scope: str = "all") -> tuple[dict[str, Any], list[dict[str, Any]]]:
     config = json.loads(trial.join("params.json").read_text())
@@ -156,18 +169,14 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
     # to the later epoch: Tune keeps the newer of tied checkpoints); with any other scope the
     # trial is judged by its last epochs, and the last checkpoint is the one used. Without
     # checkpoints, the epoch of the log that the same rule picks.
-    best_ckpt = None
-    for loc, info in sorted(_checkpoints(trial), key=lambda c: c[1].get("epoch", 0)):
-        value = info.get("metrics", {}).get(metric)
-        if scope != "all" or (value is not None and (best_ckpt is None or not _better(best_ckpt[1], value, mode))):
-            best_ckpt = (loc, value, info)
-    best = None
-    for row in epochs:
-        if best_ckpt is not None:
-            if row.get("epoch") == best_ckpt[2].get("epoch"):
-                best = row
-        elif scope != "all" or (metric in row and (best is None or not _better(best[metric], row[metric], mode))):
-            best = row
+    ckpts = sorted(_checkpoints(trial), key=lambda c: c[1].get("epoch", 0))
+    pick = _chosen([info.get("metrics", {}).get(metric) for _, info in ckpts], scope, mode)
+    best_ckpt = ckpts[pick] if pick is not None else None
+    if best_ckpt is not None:
+        best = next((row for row in reversed(epochs) if row.get("epoch") == best_ckpt[1].get("epoch")), None)
+    else:
+        pick = _chosen([row.get(metric) for row in epochs], scope, mode)
+        best = epochs[pick] if pick is not None else None
     error_file = trial.join("error.txt")
     error_text = error_file.read_text() if error_file.exists() else ""
     # error.txt stays after a retry succeeds, so a finished run wins over a recorded failure.
@@ -197,8 +206,8 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         "error": error,
         "failures": error_text.count("Failure #"),
         # Per-class accuracy of the best checkpoint, as JSON lists indexed by label.
-        "best.val/per_class": json.dumps(best_ckpt[2].get("val_per_class")) if best_ckpt else None,
-        "best.test/per_class": json.dumps(best_ckpt[2].get("test_per_class")) if best_ckpt else None,
+        "best.val/per_class": json.dumps(best_ckpt[1].get("val_per_class")) if best_ckpt else None,
+        "best.test/per_class": json.dumps(best_ckpt[1].get("test_per_class")) if best_ckpt else None,
     }
     for key in ("val/top1", "val/top5", "val/loss", "test/top1", "test/top5", "test/loss", "train/loss",
                 "sparsity"):
