@@ -5,26 +5,34 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 
-def time_interleaved(models: dict[str, torch.nn.Module], x: torch.Tensor, repeats: int, warmup: int
-                     ) -> dict[str, float]:
-    """Median seconds per forward of each model."""
+def time_interleaved(models: dict[str, Any], x: torch.Tensor, repeats: int, warmup: int,
+                     step: Callable[[Any, torch.Tensor], object] | None = None) -> dict[str, float]:
+    """Median seconds per ``step(model, x)`` of each model (by default one forward in inference
+    mode), the models taking turns, each round starting from the next one."""
     names = list(models)
     times: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for n in names:
-                models[n](x)
-        for r in range(repeats):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for n in order:
-                start = time.perf_counter()
-                models[n](x)
-                times[n].append(time.perf_counter() - start)
+    run = step if step is not None else _forward
+    for _ in range(warmup):
+        for n in names:
+            run(models[n], x)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            start = time.perf_counter()
+            run(models[n], x)
+            times[n].append(time.perf_counter() - start)
     return {n: statistics.median(t) for n, t in times.items()}
+
+
+@torch.inference_mode()
+def _forward(model: torch.nn.Module, x: torch.Tensor) -> None:
+    model(x)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

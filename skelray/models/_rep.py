@@ -42,9 +42,9 @@ class PAGraphConv(nn.Module):
         h = self.conv_in(x)
         n, c, t, v = h.shape
         h = h.view(n, self.groups, c // self.groups, t, v)
-        y = self.aggregate(h, self.pa[0])
-        for i in range(1, self.pa.shape[0]):
-            y = y + self.aggregate(h, self.pa[i])
+        # Summing the matrices first is the same product and gives every matrix the same
+        # gradient as multiplying by each and summing the results, at 1/pa_count of the cost.
+        y = self.aggregate(h, self.pa.sum(dim=0))
         return self.conv_out(y.reshape(n, c, t, v))
 
     def fuse(self) -> PAGraphConv:
@@ -53,6 +53,30 @@ class PAGraphConv(nn.Module):
         if isinstance(self.conv_out, ConvBN):
             self.conv_out = self.conv_out.fuse()
         return self
+
+
+class TemporalMean(nn.Module):
+    """Mean of ``kernel`` consecutive frames, every ``stride`` frames, no padding: the values of
+    ``nn.AvgPool2d((kernel, 1), (stride, 1))`` computed as a sum of strided slices, which runs
+    forward and backward 3-4x faster than PyTorch's CPU pooling kernel at the Rep-TCN's shapes
+    (benchmarks/bench_train.py)."""
+
+    def __init__(self, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = (x.shape[2] - self.kernel) // self.stride + 1
+        if frames < 1:
+            raise ValueError(f"{x.shape[2]} frames are fewer than the pool's {self.kernel}")
+        span = (frames - 1) * self.stride + 1
+        out = x[:, :, 0:span:self.stride]
+        for i in range(1, self.kernel):
+            out = out + x[:, :, i:i + span:self.stride]
+        return out / self.kernel
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}"
 
 
 class SerialBranch(nn.Module):
@@ -69,7 +93,7 @@ class SerialBranch(nn.Module):
         self.kernel, self.pool = kernel, pool
         self.conv1 = nn.Conv2d(channels, channels, 1)
         if pool:
-            self.second: nn.Module = nn.AvgPool2d((kernel, 1), (stride, 1))
+            self.second: nn.Module = TemporalMean(kernel, stride)
         else:
             self.second = nn.Conv2d(channels, channels, (kernel, 1), (stride, 1), bias=False)
         self.bn = nn.BatchNorm2d(channels)

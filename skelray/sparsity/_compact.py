@@ -134,7 +134,9 @@ class _HPI:
 
     @staticmethod
     def width(block: HPIBlock) -> int:
-        return block.gcn.conv_out.bn.num_features
+        # The block's output: its Rep-TCN's Kx1 conv+BN branch. Not the graph conv's output, an
+        # inner width that an earlier compaction may have cut below it.
+        return block.tcn.branches[0].bn.num_features
 
     @staticmethod
     def tcn_zero(block: HPIBlock) -> Tensor:

@@ -10,6 +10,7 @@ from torch import nn
 from skelray.data import get_layout
 from skelray.models import create_model, fuse, is_fusable, list_models, profile
 from skelray.models._layers import DataBN
+from skelray.models._rep import PAGraphConv, TemporalMean
 
 
 def _trained(name: str, x: torch.Tensor, layout: str, **kwargs) -> nn.Module:
@@ -124,3 +125,37 @@ def test_fusing_leaves_the_model_alone_and_is_idempotent() -> None:
     again = fuse(fused)
     with torch.no_grad():
         torch.testing.assert_close(again(x), fused(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,frames", [(3, 1, 34), (3, 2, 34), (3, 2, 9), (5, 2, 16), (3, 1, 3)])
+def test_temporal_mean_is_avg_pool_forward_and_backward(kernel: int, stride: int, frames: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, frames, 5, requires_grad=True)
+    want = nn.AvgPool2d((kernel, 1), (stride, 1))(x)
+    (want_grad,) = torch.autograd.grad((want * torch.arange(want.numel()).view_as(want)).sum(), x)
+    got = TemporalMean(kernel, stride)(x)
+    (got_grad,) = torch.autograd.grad((got * torch.arange(got.numel()).view_as(got)).sum(), x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+    with pytest.raises(ValueError, match="fewer than the pool's 5"):
+        TemporalMean(5)(torch.randn(1, 1, 4, 1))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_graph_conv_trains_every_matrix_as_its_own_product(groups: int) -> None:
+    """The forward multiplies by the sum of the PA matrices; outputs and each matrix's gradient
+    are those of one product per matrix, summed (the paper's training form)."""
+    torch.manual_seed(0)
+    graph = torch.rand(1, 6, 6)
+    conv = PAGraphConv(4, 8, graph, pa_count=3, groups=groups).train()
+    x = torch.randn(2, 4, 5, 6)
+    got = conv(x)
+    got_grad = torch.autograd.grad(got.square().sum(), conv.pa)[0]
+    h = conv.conv_in(x).view(2, groups, 8 // groups, 5, 6)
+    y = sum(torch.einsum("ngctj,gij->ngcti", h, conv.pa[i]) for i in range(3))
+    want = conv.conv_out(y.reshape(2, 8, 5, 6))
+    want_grad = torch.autograd.grad(want.square().sum(), conv.pa)[0]
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+    assert not torch.allclose(conv.pa[0], conv.pa[1])  # distinct matrices, one shared gradient

@@ -109,3 +109,29 @@ def test_compacting_a_dense_model_is_an_eval_copy(fresh, clips) -> None:
     small = compact(model)
     assert model.training and not small.training and small is not model
     assert max_gap(model.eval(), small, clips(2, 5)) == 0.0
+
+
+@pytest.mark.parametrize("name", ["hpigcn_rp", "stgcn"])
+def test_compacting_a_compacted_model_changes_nothing(fresh, clips, name: str) -> None:
+    # An inner channel (graph conv output) of the block that opens the last segment is zero,
+    # so the first compaction cuts it; the block's output, the features, must keep their
+    # width both times.
+    model = fresh(name).eval()
+    first = model.blocks[-3]  # blocks 6-8: a conv residual, then two identity ones
+    assert not isinstance(first.residual, nn.Identity) and isinstance(model.blocks[-1].residual, nn.Identity)
+    inner = first.gcn.conv_out.bn if name == "hpigcn_rp" else first.tcn[0]
+    inner.weight.data[5] = 0.0
+    inner.bias.data[5] = 0.0
+    once = compact(model)
+    twice = compact(once)
+    assert ({k: v.shape for k, v in twice.state_dict().items()}
+            == {k: v.shape for k, v in once.state_dict().items()})
+    inner_once = once.blocks[-3].gcn.conv_out.bn if name == "hpigcn_rp" else once.blocks[-3].tcn[0]
+    assert inner_once.num_features == inner.num_features - 1
+    x = clips(2, 8)
+    with torch.no_grad():
+        want = model.features(x)
+        scale = 4.0 / want.abs().max()
+        for small in (once, twice):
+            got = small.features(x)
+            assert got.shape == want.shape and ((got - want) * scale).abs().max().item() <= 1e-4

@@ -121,3 +121,24 @@ def test_an_ensemble_takes_no_single_level() -> None:
         sparsify(model, [0.7])
     sparsify(model, [0.7, 0.8], granularity="kernel")
     assert member_sparsity(model) == pytest.approx([0.7, 0.8], abs=0.005)
+
+
+def test_inference_form_keeps_every_members_features_when_an_inner_channel_is_cut(clips) -> None:
+    # What trials measure and export ships: compact(ensemble), then fuse, which compacts each
+    # member again. A member whose last segment's first block lost inner channels used to come out with
+    # narrower features there, and the shared head could not average them.
+    from skelray.train.measure import inference_form
+
+    torch.manual_seed(0)
+    model = create_model("sparse_ensemble", backbone="hpigcn_rp", levels=[0.5, 0.9], pa_count=1, **KWARGS).eval()
+    bn = model.members[1].blocks[-3].gcn.conv_out.bn  # the block that opens the last segment
+    bn.weight.data[:40] = 0.0
+    bn.bias.data[:40] = 0.0
+    deployed = inference_form(model)
+    x = clips(3, 8)
+    with torch.no_grad():
+        want = model(x)
+        scale = 4.0 / want.abs().max()
+        assert ((deployed(x) - want) * scale).abs().max().item() <= 1e-4
+    widths = [m.blocks[-1].tcn.out_channels for m in deployed.members]
+    assert widths == [model.members[0].feat_dim] * 2
