@@ -24,7 +24,7 @@ from skelray.errors import ConfigError
 from skelray.models import create_model, fuse, list_models, model_options, register_model
 from skelray.models._layers import SkeletonModel
 from skelray.models._registry import COMMON_OPTIONS
-from skelray.sparsity._api import sparsify
+from skelray.sparsity._api import is_sparse, sparsify
 from skelray.sparsity._compact import compact
 from skelray.sparsity._masks import check_level, remove_masks
 from skelray.sparsity._schedule import Schedule
@@ -124,8 +124,9 @@ class MultiLevelEnsemble(SkeletonModel):
 
     def fuse(self) -> MultiLevelEnsemble:
         """Member-wise inference form (``skelray.models.fuse`` calls this on its copy): each
-        member compacted (masks baked, empty channels cut), then fused."""
-        self.members = nn.ModuleList(fuse(compact(m)) for m in self.members)
+        member compacted (masks baked, empty channels cut), then fused. Members that carry no
+        masks, because the ensemble was compacted as a whole first, are fused as they are."""
+        self.members = nn.ModuleList(fuse(compact(m) if is_sparse(m) else m) for m in self.members)
         return self.eval()
 
     def extra_repr(self) -> str:

@@ -124,9 +124,10 @@ def test_an_ensemble_takes_no_single_level() -> None:
 
 
 def test_inference_form_keeps_every_members_features_when_an_inner_channel_is_cut(clips) -> None:
-    # What trials measure and export ships: compact(ensemble), then fuse, which compacts each
-    # member again. A member whose last segment's first block lost inner channels used to come out with
-    # narrower features there, and the shared head could not average them.
+    # What trials measure and export ships: compact(ensemble), then fuse. A member whose last
+    # segment's first block lost inner channels once came out with narrower features (fuse
+    # compacted it a second time, and a second compaction cut the block's output), so the
+    # shared head could not average them.
     from skelray.train.measure import inference_form
 
     torch.manual_seed(0)
