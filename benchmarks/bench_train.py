@@ -92,7 +92,7 @@ def main() -> None:
             diff = (model.eval()(x) - ref.eval()(x)).abs().max().item()
         labels = torch.arange(args.batch) % args.num_classes
         trainers = {"built": Trainer(model, labels), "direct": Trainer(ref, labels)}
-        seconds = time_interleaved(trainers, x, args.repeats, args.warmup, step=lambda t, x: t.step(x))
+        seconds = time_interleaved(trainers, x, args.repeats, args.warmup, step=Trainer.step)
         table.add_row(str(pa), f"{seconds['built'] * 1e3:.0f}", f"{seconds['direct'] * 1e3:.0f}",
                       f"{seconds['direct'] / seconds['built']:.2f}x", f"{diff:.1e}")
     console.print(table)
