@@ -104,7 +104,7 @@ def main() -> None:
     console = Console()
     root = tempfile.mkdtemp(prefix="skelray-bench-")
     try:
-        mk = lambda name, **kw: load_sweep(sweep_dict(name, root, args.trials, args.epochs, **kw))  # noqa: E731
+        mk = lambda name, **kw: load_sweep(sweep_dict(name, root, args.trials, args.epochs, **kw))
         loop_s = plain_loop(mk("loop"))
         engine_s = engine(mk("engine"))
         one_s = on_cluster(mk("one_node", wandb="disabled"), 1)

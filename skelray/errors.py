@@ -30,3 +30,13 @@ class LayoutError(SkelrayError):
 
 class ConfigError(SkelrayError):
     """A configuration (sweep YAML, model kwargs, CLI flag) is invalid."""
+
+
+def check_choice(value: object, choices: tuple, where: str) -> object:
+    """``value`` if it is one of ``choices``, else a ``ConfigError`` naming ``where`` and the
+    choices (``True`` is not taken for ``1``)."""
+    is_bool_for_number = isinstance(value, bool) and not any(isinstance(c, bool) for c in choices)
+    if is_bool_for_number or value not in choices:
+        raise ConfigError(f"unknown value {value!r}", where=where,
+                          fix=f"use one of {', '.join(map(str, choices))}")
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skelray.data._types import SkeletonDataset, SkeletonSequence, validate_keypoints
+from skelray.data.convert import ConvertReport, convert_to_store
 from skelray.data.graph import (
     bone_pairs,
     hop_distance,
@@ -11,20 +12,29 @@ from skelray.data.graph import (
     spatial_partition,
     undirected_adjacency,
 )
-from skelray.data.synthetic import synthetic
-from skelray.data.transforms import STREAMS, Preprocess
-from skelray.data.layouts import Layout, get_layout, layout_from_dict, list_layouts, load_layout, register_layout
-from skelray.data.convert import ConvertReport, convert_to_store
+from skelray.data.layouts import (
+    Layout,
+    get_layout,
+    layout_from_dict,
+    list_layouts,
+    load_layout,
+    register_layout,
+)
 from skelray.data.readers import read_npz, read_ntu, read_pyskl, read_ucla, write_npz, write_pyskl
 from skelray.data.store import SkeletonStore, open_store, write_store
+from skelray.data.synthetic import synthetic
+from skelray.data.transforms import STREAMS, Preprocess
 
 __all__ = [
+    "STREAMS",
+    "ConvertReport",
     "Layout",
     "Preprocess",
-    "STREAMS",
     "SkeletonDataset",
     "SkeletonSequence",
+    "SkeletonStore",
     "bone_pairs",
+    "convert_to_store",
     "get_layout",
     "hop_distance",
     "hop_partition",
@@ -32,19 +42,16 @@ __all__ = [
     "list_layouts",
     "load_layout",
     "normalize_columns",
-    "register_layout",
-    "spatial_partition",
-    "synthetic",
-    "undirected_adjacency",
-    "validate_keypoints",
-    "ConvertReport",
-    "SkeletonStore",
-    "convert_to_store",
     "open_store",
     "read_npz",
     "read_ntu",
     "read_pyskl",
     "read_ucla",
+    "register_layout",
+    "spatial_partition",
+    "synthetic",
+    "undirected_adjacency",
+    "validate_keypoints",
     "write_npz",
     "write_pyskl",
     "write_store",

@@ -48,7 +48,7 @@ def _skipped(exc: DataError, src: Path) -> Skipped:
     if exc.fix and text.endswith(f" (fix: {exc.fix})"):
         text = text[: -len(f" (fix: {exc.fix})")]
     base = f"{src if src.is_dir() else src.parent}{os.sep}"
-    return Skipped(where[len(base):] if where.startswith(base) else where, text)
+    return Skipped(where.removeprefix(base), text)
 
 
 def read_source(src: str | Path, fmt: str, *, layout: str | None = None, on_error: OnErrorMode = "fail",

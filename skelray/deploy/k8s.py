@@ -123,13 +123,13 @@ def _metadata(name: str, opts: RenderOptions, sweep: str) -> dict[str, Any]:
 
 def render_sweep_job(sweep_file: Path, opts: RenderOptions, *, sets: list[str] | None = None) -> list[dict[str, Any]]:
     """[ConfigMap, RayJob] for ``sweep_file``; the sweep is validated first."""
-    from skelray.sweep.cli import _overrides
+    from skelray.config.overrides import cli_overrides
     from skelray.sweep.spec import load_sweep
 
     if not sweep_file.is_file():
         raise ConfigError("does not exist", where=str(sweep_file), fix="pass the path of a sweep YAML")
     sets = list(sets or [])
-    spec = load_sweep(sweep_file, _overrides(None, sets), check_paths=False)
+    spec = load_sweep(sweep_file, cli_overrides(sets), check_paths=False)
     if spec.data.path and spec.data.format != "synthetic" and not spec.data.path.startswith("/") \
             and "://" not in spec.data.path:
         raise ConfigError(f"{spec.data.path!r} is relative: the pods resolve it in their own working folder",

@@ -97,14 +97,14 @@ def staged(sweep_file: Path, *, storage: str | None = None, data: str | None = N
     Validation runs before anything is sent, with the same overrides the job applies, so a bad
     file fails in a second here rather than minutes later on the cluster.
     """
-    from skelray.sweep.cli import _overrides
+    from skelray.config.overrides import cli_overrides
     from skelray.sweep.spec import load_sweep
 
     sets = list(sets or [])
     if not sweep_file.is_file():
         raise ConfigError("does not exist", where=str(sweep_file), fix="pass the path of a sweep YAML")
     # The data may exist only on the cluster's disks: its path is checked there.
-    spec = load_sweep(sweep_file, _overrides(data, sets), check_paths=False)
+    spec = load_sweep(sweep_file, cli_overrides(sets, data), check_paths=False)
     _check_data_path(spec.data.path, spec.data.format)
     results = _storage(storage, spec.storage)
     env_vars = forwarded_env(list(env_names or []), env)

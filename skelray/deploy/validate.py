@@ -279,9 +279,7 @@ def references(doc: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
         if not isinstance(node, Mapping) or node.get("optional") is True:
             continue
         last = path[-1] if path else None
-        if last == "configMap" and "name" in node:
-            yield "ConfigMap", node["name"], _path((*path, "name"))
-        elif last == "configMapKeyRef" and "name" in node:
+        if last == "configMap" and "name" in node or last == "configMapKeyRef" and "name" in node:
             yield "ConfigMap", node["name"], _path((*path, "name"))
         elif last == "secret" and "secretName" in node:
             yield "Secret", node["secretName"], _path((*path, "secretName"))

@@ -82,7 +82,7 @@ def _sources(source: Path, trial: str | None) -> tuple[Path, list[_Source], dict
 def _val_clips(src: _Source) -> tuple[list[np.ndarray], np.ndarray] | None:
     """The first validation clips of the trial's dataset, and the logits it saved for them;
     None when the data cannot be read here (moved, another machine)."""
-    from skelray.sweep.spec import TrialConfig
+    from skelray.config import TrialConfig
     from skelray.train.data import load_splits
 
     params = src.checkpoint.parent / "params.json"

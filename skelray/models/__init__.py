@@ -13,12 +13,12 @@ from skelray.models._profile import count_params, profile
 from skelray.models._registry import create_model, list_models, model_options, register_model
 
 # Importing an architecture's module registers it.
-from skelray.models import esgn, hpigcn, stgcn  # noqa: E402,F401  isort: skip
+from skelray.models import esgn, hpigcn, stgcn  # noqa: F401  isort: skip
 
 # 'sparse_ensemble' lives in skelray.sparsity (it wraps the models above); importing it last
 # registers it, so this one registry lists every model. Safe both ways round: skelray.sparsity
 # only needs the names bound above.
-import skelray.sparsity  # noqa: E402,F401  isort: skip
+import skelray.sparsity  # noqa: F401  isort: skip
 
 __all__ = [
     "count_params",

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Callable, TypeVar, overload
+from collections.abc import Callable
+from typing import TypeVar, overload
 
 from torch import nn
 

@@ -6,23 +6,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from skelray.errors import ConfigError
+from skelray.config import parse_overrides
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
-
-
-def _parse_options(pairs: list[str]) -> dict[str, object]:
-    """``["pa_count=3", "tcn_kernel=9"]`` -> typed kwargs (values read as YAML scalars)."""
-    import yaml
-
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"'{pair}' is not KEY=VALUE", where="--opt", fix="write e.g. --opt pa_count=3")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
 
 
 def _summary(doc: str | None) -> str:
@@ -63,7 +50,7 @@ def info_command(
     from skelray.models import create_model, fuse, is_fusable, profile
 
     model = create_model(name, layout=layout, num_classes=num_classes, num_persons=persons,
-                         **_parse_options(opt))
+                         **parse_overrides(opt, flag="--opt", example="pa_count=3"))
     shape = (1, persons, frames, model.num_joints, model.in_channels)
     forms = [("training", model)]
     if fused:

@@ -18,7 +18,7 @@ width (an ensemble averages members' features position by position).
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -32,7 +32,7 @@ Adam's per-parameter scaling absorbs; with SGD the budget lands within a few per
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from skelray.errors import ConfigError
 from skelray.sparsity._masks import FollowerMask, attach, channel_links, mask_targets
 from skelray.sparsity._schedule import Schedule
+
 
 class CTFMask(nn.Module):
     """Parametrization of a conv (or linear) weight with coarse-to-fine factor masks."""

@@ -7,14 +7,14 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from skelray.config._problems import Problems
 from skelray.errors import ConfigError
-from skelray.sweep._problems import Problems
 from skelray.sweep.leaves import set_path
 
 # ${NAME} or ${NAME:-default}; NAME as in POSIX shells.
@@ -90,24 +90,6 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any] | None) ->
     for key, value in overrides.items():
         set_path(raw, str(key), value)
     return raw
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["train.epochs=3", "data.path=/d"]`` -> ``{"train.epochs": 3, "data.path": "/d"}``.
-
-    Values are read as YAML so numbers, booleans and lists get their types, as in a sweep file.
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override '{item}' is not KEY=VALUE", where="overrides",
-                              fix="write it as section.key=value, e.g. train.epochs=3")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
 
 
 def interpolate_env(raw: Any, problems: Problems, env: Mapping[str, str] | None = None,

@@ -6,20 +6,19 @@ so a bad value in a grid is reported at its ``search.`` path before any trial st
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from skelray.config._problems import Problem, did_you_mean, pydantic_problems, unknown_key_fix
 from skelray.data import get_layout, list_layouts
 from skelray.errors import ConfigError, LayoutError
-from skelray.sweep._problems import Problem, did_you_mean, pydantic_problems, unknown_key_fix
 from skelray.sweep.leaves import Leaf, get_path
 
 if TYPE_CHECKING:
-    from skelray.sweep.spec import SweepSpec, TrialConfig
+    from skelray.config import TrialConfig
+    from skelray.sweep.spec import SweepSpec
 
 SECTIONS = ("data", "model", "train")
 # Model arguments the trial fills in from the data, so a sweep must not set them.
@@ -27,41 +26,24 @@ FROM_DATA = {"num_classes": "it is the dataset's class count", "layout": "set da
              "in_channels": "it follows from data.stream", "num_persons": "set data.persons instead"}
 
 
-# -- the model registry, read lazily: skelray.models may not exist yet in a partial checkout --
+# -- the model registry ------------------------------------------------------------------------
 
-def registered_models() -> list[str] | None:
-    """Names from ``skelray.models.list_models()``, or None when the registry is not available."""
-    try:
-        import skelray.models as models
-    except ImportError:
-        return None
-    fn = getattr(models, "list_models", None)
-    return list(fn()) if callable(fn) else None
+def registered_models() -> list[str]:
+    from skelray.models import list_models
+
+    return list_models()
 
 
 def model_kwarg_names(name: str) -> set[str] | None:
-    """Keyword arguments ``name`` accepts, or None when unknown or open-ended (``**kwargs``)."""
+    """Keyword arguments ``name`` accepts (less those the trial fills in from the data), or
+    None when ``name`` is not a registered model (the model-name check reports that)."""
+    from skelray.models import model_options
+
     try:
-        import skelray.models as models
-    except ImportError:
+        found = model_options(name)
+    except ConfigError:
         return None
-    # model_kwargs() was the planned name; the registry shipped model_options() (name -> default).
-    fn = getattr(models, "model_kwargs", None) or getattr(models, "model_options", None)
-    if not callable(fn):
-        return None
-    try:
-        found = fn(name)
-    except Exception:  # an unknown model is reported by the model-name check
-        return None
-    if isinstance(found, inspect.Signature):
-        if any(p.kind is p.VAR_KEYWORD for p in found.parameters.values()):
-            return None
-        names = {n for n, p in found.parameters.items() if p.kind is not p.VAR_POSITIONAL}
-    elif isinstance(found, Iterable) and not isinstance(found, str):  # a mapping or a list of names
-        names = {str(k) for k in found}
-    else:
-        return None
-    return names - set(FROM_DATA)  # the trial passes these itself; a sweep must not
+    return set(found) - set(FROM_DATA)  # the trial passes these itself; a sweep must not
 
 
 def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) -> list[Problem]:
@@ -69,7 +51,7 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
     out: list[Problem] = []
     data, model, train = cfg.data, cfg.model, cfg.train
     models = registered_models()
-    if models is not None and model.name not in models:
+    if model.name not in models:
         out.append(Problem("model.name", f"unknown model '{model.name}'",
                            unknown_key_fix(model.name, models)))
     names = model_kwarg_names(model.name)
@@ -86,7 +68,7 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
         out.append(Problem("data.layout", f"unknown layout '{layout}'",
                            unknown_key_fix(layout, list_layouts())))
     else:
-        if models is not None and not any(p.where.startswith("model.") for p in out):
+        if not any(p.where.startswith("model.") for p in out):
             out += _build_problems(model.name, model.kwargs, layout)
         if data.mirror and layout is not None:
             out += _mirror_problems(layout)
@@ -245,7 +227,7 @@ def check_search(spec: SweepSpec, root: type, check_paths: bool) -> list[Problem
 def _check_value(spec: SweepSpec, path: str, value: Any, where: str, skip: set,
                  check_paths: bool) -> list[Problem]:
     """Does the config still validate, and pass ``check_trial``, with ``path`` set to ``value``?"""
-    from skelray.sweep.spec import TrialConfig
+    from skelray.config import TrialConfig
 
     shown = f"{value!r}"
     try:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from skelray.config._problems import Problem, did_you_mean, unknown_key_fix
 from skelray.errors import ConfigError
-from skelray.sweep._problems import Problem, did_you_mean, unknown_key_fix
 from skelray.sweep._trial_checks import check_path, check_search, check_trial
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ _OPTUNA_KINDS = {"choice", "uniform", "quniform", "loguniform", "qloguniform", "
 # -- entry points ----------------------------------------------------------------------------
 
 def check_spec(spec: SweepSpec, *, check_paths: bool = True) -> list[Problem]:
-    from skelray.sweep.spec import TrialConfig
+    from skelray.config import TrialConfig
 
     out: list[Problem] = []
     base = spec.trial_config()

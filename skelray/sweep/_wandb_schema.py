@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from skelray.sweep._problems import Problems, unknown_key_fix
+from skelray.config._problems import Problems, unknown_key_fix
 
 EXTENSION = "skelray"  # the constant parameter carrying skelray-only settings
 _TOP = {"apiVersion", "kind", "controller", "description", "program", "job", "image_uri", "entity", "project",

@@ -8,25 +8,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from skelray.errors import ConfigError
+from skelray.config.overrides import cli_overrides
 
 app = typer.Typer(no_args_is_help=True)
 # Logs and pipes get a wide table instead of rich's 80-column default, so trial names stay whole.
 console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _overrides(data: str | None, sets: list[str]) -> dict:
-    import yaml
-
-    out: dict = {}
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE", fix="e.g. --set train.epochs=5")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    if data:
-        out["data.path"] = data
-    return out
 
 
 @app.command("validate")
@@ -34,10 +20,10 @@ def validate(sweep_file: Path = typer.Argument(..., help="Sweep YAML (skelray or
              data: str = typer.Option(None, "--data", help="Dataset path (overrides data.path)."),
              set_: list[str] = typer.Option([], "--set", help="Override a config path: KEY=VALUE.")) -> None:
     """Check a sweep file and show how many trials it makes, without starting anything."""
-    from skelray.sweep.spec import load_sweep
     from skelray.sweep.space import count_trials
+    from skelray.sweep.spec import load_sweep
 
-    spec = load_sweep(sweep_file, _overrides(data, set_))
+    spec = load_sweep(sweep_file, cli_overrides(set_, data))
     console.print(f"[green]ok[/]: sweep [bold]{spec.name}[/], searcher {spec.searcher_type}, "
                   f"scheduler {spec.scheduler.type}, {count_trials(spec)} trials")
 
@@ -55,7 +41,7 @@ def run(sweep_file: Path = typer.Argument(..., help="Sweep YAML (skelray or W&B 
     from skelray.sweep.spec import load_sweep
 
     # With --address the data may live on the workers' disks only: the trial checks it there.
-    spec = load_sweep(sweep_file, _overrides(data, set_), check_paths=address is None)
+    spec = load_sweep(sweep_file, cli_overrides(set_, data), check_paths=address is None)
     outcome = run_sweep(spec, address=address, storage=storage, console=console)
     console.print(leaderboard(outcome.trials, mode=outcome.mode, top=top))
     console.print(f"next: skelray sweep results {outcome.sweep_dir}")

@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_serializer
 
+from skelray.config._problems import Problems, unknown_key_fix
 from skelray.sweep import _expr
-from skelray.sweep._problems import Problems, unknown_key_fix
 
 LeafKind = Literal["grid", "choice", "uniform", "quniform", "loguniform", "qloguniform", "randint",
                    "normal", "qnormal", "lognormal", "qlognormal", "beta", "qbeta", "depends", "expr"]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pyarrow as pa
 from rich.table import Table
 
-
 ACCURACY = "best.val/top1"
 
 

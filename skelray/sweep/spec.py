@@ -1,4 +1,4 @@
-"""The sweep specification: typed sections of a sweep YAML, and ``load_sweep``.
+"""The sweep specification: the Tune-side sections of a sweep YAML, and ``load_sweep``.
 
 A minimal sweep is ``name``, ``data`` and ``model``; everything else has a default. The full
 format, section by section, is the field list below (one comment per field says what it does);
@@ -17,141 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from skelray.config import DataSpec, ModelSpec, Problems, TrainSpec, TrialConfig, pydantic_problems
+from skelray.config import Section as _Section
 from skelray.sweep import _source, _validate
 from skelray.sweep._naming import trial_name as trial_name_from
-from skelray.sweep._problems import Problems, pydantic_problems
 from skelray.sweep._validate import check_resources  # noqa: F401  (re-exported: the runner imports it here)
 from skelray.sweep.leaves import Leaf, deep_merge, get_path, parse_search, set_path
 from skelray.sweep.wandb_format import convert_wandb, is_wandb_format
-
-DataFormat = Literal["store", "ntu", "pyskl", "ucla", "npz", "synthetic"]
-Stream = Literal["j", "b", "jm", "bm"]
-# The layout each reader uses when ``data.layout`` is not given; None: read from the data itself.
-DEFAULT_LAYOUTS: dict[str, str | None] = {
-    "ntu": "ntu25", "ucla": "kinect_v1_20", "synthetic": "ntu25", "store": None, "pyskl": None, "npz": None,
-}
-
-
-class _Section(BaseModel):
-    # Unknown keys are errors (with a did-you-mean), never silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class SplitSpec(_Section):
-    train: str = "train"  # split used for training
-    val: str | None = "val"  # split the metric is computed on each epoch; null: a fixed stratified
-    #                          hold-out of the training split (for datasets without a val split)
-    test: str | None = None  # held-out split, evaluated once by `sweep results`, never tuned on
-    # With val: null, which clips are held out together: auto = the views of one recording
-    # (clips that differ only in their view/camera tag); clip = each clip alone; or a list of
-    # tags, e.g. [subject] to hold out whole subjects.
-    holdout_group: Literal["auto", "clip"] | list[str] = "auto"
-
-
-class DataSpec(_Section):
-    path: str | None = None  # folder/file of the data (required unless format is synthetic)
-    format: DataFormat = "store"  # store = skelray's Parquet store; others are read directly
-    split: SplitSpec = Field(default_factory=SplitSpec)
-    layout: str | None = None  # skeleton layout name (skelray.data.list_layouts()); None = format default
-    frames: int = Field(64, ge=1)  # frames per clip after temporal sampling
-    persons: int = Field(2, ge=1)  # persons per clip (padded with zeros)
-    stream: Stream = "j"  # joint, bone, joint-motion, bone-motion
-    normalize: bool = True  # centre on the layout's centre joint
-    align: bool = True  # rotate to the layout's body axes (3D only)
-    sampling: Literal["uniform", "interp"] = "uniform"
-    rotate_degrees: float = Field(0.0, ge=0)  # random rotation augmentation; 0 = off
-    scale: tuple[float, float] | None = None  # random scale augmentation range, e.g. [0.9, 1.1]
-    mirror: bool = False  # mirror half the training clips left-right (the layout must pair left_/right_ joints)
-    # synthetic data only: a small, learnable dataset made on the fly
-    num_classes: int = Field(10, ge=2)
-    num_per_class: int = Field(20, ge=1)
-    seed: int = 0
-
-    def resolved_layout(self) -> str | None:
-        return self.layout or DEFAULT_LAYOUTS[self.format]
-
-
-class SparsityScheduleSpec(_Section):
-    warmup_epochs: int = Field(0, ge=0)  # dense epochs before pruning starts
-    ramp_epochs: int = Field(0, ge=0)  # epochs over which sparsity ramps from 0 to the level
-    kind: Literal["linear", "step"] = "linear"  # linear: a bit more each epoch; step: `steps` jumps
-    steps: int = Field(1, ge=1)  # step kind: jumps over the ramp (1: straight to the level at its end)
-    penalty: float = Field(0.0, ge=0)  # L2 pull (like weight decay) on weights about to be pruned; 0 = off
-
-
-class SparsitySpec(_Section):
-    level: float | None = Field(None, ge=0, lt=1)  # fraction of weights removed (ctf: 1 - kept budget)
-    # element: per weight; kernel: per (out, in) kernel; channel: per output channel (compacts
-    # into a smaller, faster model); ctf: coarse-to-fine channel x column x row x entry masks
-    granularity: Literal["element", "kernel", "channel", "ctf"] = "element"
-    scope: Literal["global", "block"] = "global"  # one threshold for the model, or one per block
-    schedule: SparsityScheduleSpec = Field(default_factory=SparsityScheduleSpec)
-    ensemble_levels: list[float] | None = None  # members of a multi-level ensemble (instead of level)
-
-    @field_validator("ensemble_levels")
-    @classmethod
-    def _levels(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (not v or any(not 0 <= x < 1 for x in v)):
-            raise ValueError("ensemble_levels must be a non-empty list of levels in [0, 1)")
-        return v
-
-
-class ModelSpec(_Section):
-    name: str  # a registered model (skelray.models.list_models())
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # constructor keyword arguments
-    sparsity: SparsitySpec | None = None  # trainable sparsity; None = dense
-
-
-class TrainSpec(_Section):
-    epochs: int = Field(30, ge=1)  # one Tune iteration = one epoch
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
-    nesterov: bool = True  # sgd only
-    weight_decay: float = Field(4e-4, ge=0)
-    schedule: Literal["cosine", "step"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)  # linear warm-up before the schedule
-    milestones: list[int] = Field(default_factory=list)  # step schedule: epochs where lr *= gamma
-    gamma: float = Field(0.1, gt=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    grad_clip: float | None = Field(None, gt=0)  # max gradient norm; None = no clipping
-    # Evaluate, save and export an exponential moving average of the weights (decay per
-    # optimiser step, e.g. 0.99 ~ the last 100 steps); null = the live weights.
-    ema_decay: float | None = Field(None, ge=0, lt=1)
-    amp: bool = False  # mixed precision (CUDA only)
-    seed: int = 0
-    num_workers: int = Field(0, ge=0)  # data loader workers per trial
-    eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the trial got a GPU
-    precise_bn_batches: int = Field(16, ge=0)  # re-estimate BN statistics on N train batches before eval; 0 = off
-    latency_batches: list[int] = Field(default_factory=lambda: [1, 64])  # batch sizes timed for the leaderboard
-    # Evaluate the test split every N epochs and at the last one (validation runs every epoch).
-    # Test is only read at the checkpoint a trial is judged by, so with scope: last a sweep
-    # whose trials stop at known epochs (fifo, pbt, or ASHA rungs that are multiples of N)
-    # saves the test pass on the other epochs.
-    test_every: int = Field(1, ge=1)
-
-
-class TrialConfig(_Section):
-    """What one trial needs: the Tune ``config`` dict validated into typed sections."""
-
-    data: DataSpec
-    model: ModelSpec
-    train: TrainSpec = Field(default_factory=TrainSpec)
-
-    @classmethod
-    def from_tune(cls, config: Mapping[str, Any]) -> TrialConfig:
-        """Validate a trial's full config (what ``build_param_space`` produces, once sampled)."""
-        try:
-            return cls.model_validate(dict(config))
-        except ValidationError as exc:
-            problems = Problems(source="trial config")
-            problems.extend(pydantic_problems(exc, cls))
-            problems.raise_if_any()
-            raise  # pragma: no cover - raise_if_any always raises here
 
 
 class SearcherSpec(_Section):

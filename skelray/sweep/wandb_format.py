@@ -34,7 +34,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from skelray.sweep._problems import Problems, unknown_key_fix
+from skelray.config._problems import Problems, unknown_key_fix
 from skelray.sweep._wandb_schema import (
     EXTENSION,
     GOALS,

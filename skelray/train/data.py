@@ -171,7 +171,7 @@ def _cache_actor_class():
             self.loads = 0
 
         def get(self, data_json: str) -> list:
-            from skelray.sweep.spec import DataSpec  # noqa: PLC0415 (actor-side import)
+            from skelray.config import DataSpec
 
             data = DataSpec.model_validate_json(data_json)
             key = data_key(data)

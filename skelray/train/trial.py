@@ -227,7 +227,7 @@ def tune_trainable(config: dict[str, Any]) -> None:
     """The function Ray Tune runs for each trial."""
     from ray import tune
 
-    from skelray.sweep.spec import TrialConfig
+    from skelray.config import TrialConfig
     from skelray.train.data import node_splits
 
     cfg = TrialConfig.from_tune(config)

@@ -42,7 +42,7 @@ def test_aws_launcher_config_is_accepted_by_ray():
 def test_dockerfile_matches_the_pinned_ray_python_and_torch():
     text = (REPO / "k8s" / "Dockerfile").read_text()
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    assert re.search(rf"^ARG RAY_TAG={re.escape(ray.__version__)}-{py}$", text, re.M)
+    assert re.search(rf"^ARG RAY_TAG={re.escape(ray.__version__)}-{py}$", text, re.MULTILINE)
     assert "FROM rayproject/ray:${RAY_TAG}" in text
     assert f'"torch=={_pinned_torch()}"' in text
 

@@ -14,10 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from skelray.cli import app as cli
+from skelray.config import TrialConfig
 from skelray.ensemble.demo import WEIGHTS
 from skelray.export import SCHEMA_VERSION, BundleError, export_bundle, load_bundle, read_manifest
 from skelray.sweep.results import read_results
-from skelray.sweep.spec import TrialConfig
 from skelray.train.data import load_splits
 
 

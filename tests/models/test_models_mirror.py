@@ -9,8 +9,15 @@ from torch import nn
 from skelray.data import get_layout
 from skelray.data.transforms import mirror_joints
 from skelray.errors import ConfigError, LayoutError
-from skelray.models import create_model, fuse, is_fusable, list_models, model_options, register_model
-from skelray.models import _registry
+from skelray.models import (
+    _registry,
+    create_model,
+    fuse,
+    is_fusable,
+    list_models,
+    model_options,
+    register_model,
+)
 
 
 def _pair(name: str):

@@ -8,8 +8,7 @@ from torch import nn
 
 from skelray.data import get_layout
 from skelray.errors import ConfigError, DataError
-from skelray.models import create_model, list_models, model_options, register_model
-from skelray.models import _registry
+from skelray.models import _registry, create_model, list_models, model_options, register_model
 
 
 def test_the_zoo_registers_the_four_architectures() -> None:

@@ -23,7 +23,6 @@ from skelray.sweep.spec import load_sweep
 from skelray.sweep.tracking import offline_runs, read_offline_run
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,

@@ -20,7 +20,8 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Categorical, Float, Function, Integer
 from ray.tune.search.variant_generator import generate_variants
 
-from skelray.sweep import TrialConfig, load_sweep
+from skelray.config import TrialConfig
+from skelray.sweep import load_sweep
 from skelray.sweep.space import OptunaSpace, build_param_space, count_trials, grid_size
 from skelray.sweep.tune_builders import (
     build_scheduler,

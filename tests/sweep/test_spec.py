@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from skelray.errors import ConfigError
-from skelray.sweep import SweepSpec, check_resources, load_sweep, parse_overrides, trial_name
+from skelray.sweep import SweepSpec, check_resources, load_sweep, trial_name
 
 MIN = "name: t\ndata: {format: synthetic}\nmodel: {name: hpigcn_rp}\n"
 
@@ -50,13 +50,6 @@ def test_sweep_file_path_is_read(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(MIN)
     assert load_sweep(path).name == "t" and load_sweep(str(path)).name == "t"
-
-
-def test_parse_overrides_reads_values_as_yaml():
-    assert parse_overrides(["train.epochs=3", "data.path=/d", "data.scale=[0.9, 1.1]"]) == {
-        "train.epochs": 3, "data.path": "/d", "data.scale": [0.9, 1.1]}
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        parse_overrides(["train.epochs"])
 
 
 def test_trial_config_merges_flat_and_nested_overrides():

@@ -15,9 +15,9 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Normal, Quantized, Uniform
 
+from skelray.config._problems import Problems
 from skelray.errors import ConfigError
 from skelray.sweep import load_sweep
-from skelray.sweep._problems import Problems
 from skelray.sweep._wandb_schema import validate_wandb
 from skelray.sweep.tune_builders import build_param_space, build_scheduler, build_search_alg, build_stopper
 

@@ -1,4 +1,5 @@
-"""Collecting every problem in a sweep file before reporting, so a user fixes them in one go.
+"""Collecting every problem in a file (sweep, manifest, serve config) before reporting it,
+so a user fixes them all in one go.
 
 A ``Problem`` names a YAML path (``train.lr``, ``search.model.kwargs.pa_count``), says what
 is wrong and how to fix it. ``Problems.raise_if_any`` turns the list into one ``ConfigError``.
@@ -98,6 +99,9 @@ _TYPE_FIXES = {
 }
 
 
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
 def loc_to_path(loc: Iterable[Any]) -> str:
     path = ""
     for part in loc:
@@ -124,14 +128,14 @@ def pydantic_problems(exc: Any, root_model: type, prefix: str = "") -> list[Prob
         elif kind == "missing":
             out.append(Problem(path, "required key is missing", "add it"))
         elif kind in ("literal_error", "enum"):
-            expected = ctx.get("expected", "")
+            expected = str(ctx.get("expected", "")).replace("'", "")
             out.append(Problem(path, f"{err['input']!r} is not allowed", f"use one of {expected}"))
-        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-            out.append(Problem(path, f"{err['input']!r}: {err['msg'].lower()}", "change the value"))
+        elif kind in _BOUNDS:
+            limit = next(iter(ctx.values()), "?")
+            out.append(Problem(path, f"{err['input']!r}: must be {_BOUNDS[kind]} {limit}", "change the value"))
         else:
             msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+            msg = msg.removeprefix("Value error, ")
             out.append(Problem(path, f"{msg} (got {err.get('input')!r})", _TYPE_FIXES.get(kind)))
     return out
 
