@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,9 +110,12 @@ def main() -> None:
     from ray import serve
 
     from skelray.data import synthetic
-    from skelray.ensemble.demo import demo_bundle
     from skelray.export import read_manifest
     from skelray.serve import app
+
+    # The demo sweep is a test fixture, tests/_demo.py: its folder goes on sys.path to import it.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _demo import demo_bundle
 
     n_requests = opts.requests or (32 if opts.quick else 96)
     rounds = 1 if opts.quick else 2

@@ -28,7 +28,8 @@ def ucla_path() -> Path:
 
 # -- the demo sweep (two trained trials) that ensemble, export and serve tests build on ------------
 # Built once per pytest session under the session's base temp folder, by whichever module needs
-# it first; later modules reuse the same folder.
+# it first; later modules reuse the same folder. ``_demo`` is tests/_demo.py: pytest puts this
+# folder (the rootdir conftest's) on sys.path.
 def _demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.getbasetemp() / "skelray-demo"
     root.mkdir(exist_ok=True)
@@ -37,7 +38,7 @@ def _demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from skelray.ensemble.demo import demo_experiment
+    from _demo import demo_experiment
 
     return demo_experiment(_demo_root(tmp_path_factory))
 
@@ -45,6 +46,6 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle of both demo trials (unequal weights), exported once per session."""
-    from skelray.ensemble.demo import demo_bundle
+    from _demo import demo_bundle
 
     return demo_bundle(_demo_root(tmp_path_factory))

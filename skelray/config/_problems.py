@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from skelray.errors import ConfigError
+from skelray.errors import ConfigError, SkelrayError
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,19 @@ class Problems:
         line = self.lines.get(p.where)
         return Problem(f"{p.where} (line {line})", p.message, p.fix) if line else p
 
-    def raise_if_any(self) -> None:
+    def raise_if_any(self, error: type[SkelrayError] = ConfigError, fix: str | None = None) -> None:
+        """Raise one ``error`` listing every problem; ``fix`` is the advice for problems
+        without their own (and for the whole list)."""
         if not self.items:
             return
         shown = [self._with_line(p) for p in self.items]
         if len(shown) == 1:
             p = shown[0]
-            exc = ConfigError(p.message, where=f"{self.source}: {p.where}" if p.where else self.source,
-                              fix=p.fix)
+            exc = error(p.message, where=f"{self.source}: {p.where}" if p.where else self.source,
+                        fix=p.fix or fix)
         else:
             body = "\n".join(f"  - {p}" for p in shown)
-            exc = ConfigError(f"{len(shown)} problems in {self.source}:\n{body}")
+            exc = error(f"{len(shown)} problems in {self.source}:\n{body}", fix=fix)
         exc.problems = list(self.items)  # type: ignore[attr-defined]  # for callers that want each one
         raise exc
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from skelray.config._problems import Problems, pydantic_problems
+from skelray.errors import ConfigError, SkelrayError
 
 DataFormat = Literal["store", "ntu", "pyskl", "ucla", "npz", "synthetic"]
 Stream = Literal["j", "b", "jm", "bm"]
@@ -29,15 +30,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-def validate_or_raise(model: type[BaseModel], data: Any, source: str, prefix: str = "") -> Any:
+def validate_or_raise(model: type[BaseModel], data: Any, source: str, prefix: str = "", *,
+                      error: type[SkelrayError] = ConfigError, fix: str | None = None) -> Any:
     """``model.model_validate(data)``, with every pydantic error reported at once as one
-    ``ConfigError`` naming each field's path and its fix (not only the first error)."""
+    ``error`` naming each field's path and its fix (not only the first error); ``fix`` is the
+    advice for errors that have no specific one (e.g. "re-export the bundle")."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = Problems(source=source)
         problems.extend(pydantic_problems(exc, model, prefix))
-        problems.raise_if_any()
+        problems.raise_if_any(error, fix)
         raise  # pragma: no cover - raise_if_any always raises here
 
 

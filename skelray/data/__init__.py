@@ -1,4 +1,4 @@
-"""Skeleton data: layouts and graphs, readers, the Parquet store, transforms, synthetic data."""
+"""Skeleton data: layouts and graphs, readers, the Arrow IPC store, transforms, synthetic data."""
 
 from __future__ import annotations
 

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from skelray.config import DEFAULT_LAYOUTS  # the layout a format implies; None: the file says
 from skelray.data._types import SkeletonDataset
 from skelray.data.readers import READERS
 from skelray.data.store import check_target, write_store
 from skelray.errors import ConfigError, DataError
 
 OnErrorMode = Literal["fail", "skip"]
-# The layout each format implies when --layout is not given; None means "the file says".
-DEFAULT_LAYOUTS: dict[str, str | None] = {"ntu": "ntu25", "ucla": "kinect_v1_20", "pyskl": None, "npz": None}
 
 
 @dataclass

@@ -59,6 +59,19 @@ class Layout:
     def num_joints(self) -> int:
         return len(self.joints)
 
+    def to_dict(self) -> dict:
+        """The layout as plain JSON/YAML data, the form ``layout_from_dict`` reads back:
+        ``{name, joints, edges, center[, align_z, align_x, description]}`` with edges as
+        ``[child, parent]`` index pairs; the optional keys only when set."""
+        out: dict = {"name": self.name, "joints": list(self.joints), "edges": [list(e) for e in self.edges],
+                     "center": self.center}
+        for key in ("align_z", "align_x"):
+            if getattr(self, key) is not None:
+                out[key] = list(getattr(self, key))
+        if self.description:
+            out["description"] = self.description
+        return out
+
     def mirror(self) -> tuple[int, ...]:
         """The joint permutation of a left-right mirror: ``left_x`` <-> ``right_x`` (by name;
         ``left``/``right`` may be any ``_``-separated word), every other joint onto itself.

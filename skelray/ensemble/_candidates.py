@@ -1,14 +1,14 @@
 """The trials of a sweep that can join an ensemble, with their saved logits and sizes.
 
 A candidate is a trial's chosen checkpoint (the best epoch's, or the last one when the sweep's
-``scope`` judges trials by their last epochs): its ``logits.npz`` holds the validation and test
-logits of that epoch, for the same clips in the same order in every trial of the sweep (the
-data layer fixes the split), so logits of different trials can be summed clip by clip.
+``scope`` judges trials by their last epochs): its ``logits.npz`` (a ``skelray.record.Logits``)
+holds the validation and test logits of that epoch, for the same clips in the same order in
+every trial of the sweep (the data layer fixes the split), so logits of different trials can be
+summed clip by clip; its ``trial.json`` (a ``skelray.record.TrialRecord``) the measured sizes.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from skelray import record
 from skelray.ensemble.combine import top1
 from skelray.errors import DataError
 
@@ -60,29 +61,23 @@ def _number(*values: Any) -> float | None:
     return None
 
 
-def _load_logits(path: Path) -> dict[str, np.ndarray]:
-    # allow_pickle=False: a results folder is data, and data must not run code.
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("val_logits", "val_labels") if k not in z.files]
-        if missing:
-            raise DataError(f"has no {', '.join(missing)}", where=str(path),
-                            fix="re-run the trial with a validation split (data.split.val)")
-        empty = np.zeros((0,), dtype=np.int64)
-        return {"val_logits": z["val_logits"], "val_labels": z["val_labels"],
-                "test_logits": z["test_logits"] if "test_logits" in z.files else np.zeros((0, 0)),
-                "test_labels": z["test_labels"] if "test_labels" in z.files else empty}
+def _test_logits(saved: record.Logits) -> tuple[np.ndarray, np.ndarray]:
+    """The test logits and labels of a checkpoint; empty when its epoch did not evaluate test."""
+    if saved.test_labels is None:
+        return np.zeros((0, 0)), np.zeros((0,), dtype=np.int64)
+    return saved.test_logits, saved.test_labels
 
 
 def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
     """Every usable trial of the sweep, and a line per trial left out saying why."""
-    from skelray.sweep.results import Location, read_results, sweep_state
+    from skelray.sweep.results import read_results
 
     sweep = Path(sweep_dir).resolve()
     if not sweep.is_dir():
         raise DataError("is not a sweep folder", where=str(sweep_dir),
                         fix="pass the folder `skelray sweep run` printed (it holds results/ and run-0/)")
     trials, _ = read_results(str(sweep))
-    sign = -1.0 if sweep_state(Location.parse(str(sweep))).get("mode") == "min" else 1.0
+    sign = -1.0 if record.load_sweep_state(sweep).mode == "min" else 1.0
     out: list[Candidate] = []
     skipped: list[str] = []
     for row in trials.to_pylist():
@@ -95,27 +90,29 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
             continue
         rel = posixpath.join(row["run"], row["trial_name"], row["best_checkpoint"])
         ckpt = sweep / rel
-        if not (ckpt / "logits.npz").is_file() or not (ckpt / "trial.json").is_file():
-            skipped.append(f"{name}: {rel} lacks logits.npz or trial.json")
+        if not record.has_checkpoint_record(ckpt):
+            skipped.append(f"{name}: {rel} lacks {record.LOGITS_FILE} or {record.TRIAL_FILE}")
             continue
-        info = json.loads((ckpt / "trial.json").read_text())
-        sizes = info.get("sizes", {})
-        logits = _load_logits(ckpt / "logits.npz")
-        model = info.get("model", {})
-        sparsity = model.get("sparsity") or {}
-        params = _number(sizes.get("params"), row.get("params"))
-        latency = _number(sizes.get("latency_ms_b1"), row.get("latency_ms_b1"))
+        info = record.load_checkpoint_record(ckpt)
+        logits = record.load_logits(ckpt)
+        test_logits, test_labels = _test_logits(logits)
+        b1 = record.latency_key(1)
+        params = _number(info.sizes.get(record.PARAMS), row.get(record.PARAMS))
+        latency = _number(info.sizes.get(b1), row.get(b1))
         if params is None or latency is None:
             skipped.append(f"{name}: no measured params/latency")
             continue
+        model = info.model
         out.append(Candidate(
             key=name, run=row["run"], trial_name=row["trial_name"], checkpoint=rel,
-            model=model.get("name") or row.get("config.model.name", "?"),
-            stream=(info.get("preprocess") or {}).get("stream") or row.get("config.data.stream", "j"),
-            pa_count=(model.get("kwargs") or {}).get("pa_count"),
-            sparsity=sparsity.get("level"), params=params,
-            macs=_number(sizes.get("macs"), row.get("macs")) or 0.0,
-            latency_ms=latency, rank=sign * row["score"] if row.get("score") is not None else None, **logits))
+            model=(model.name if model else None) or row.get("config.model.name", "?"),
+            stream=(info.preprocess or {}).get("stream") or row.get("config.data.stream", "j"),
+            pa_count=model.kwargs.get("pa_count") if model else None,
+            sparsity=model.sparsity_level if model else None, params=params,
+            macs=_number(info.sizes.get(record.MACS), row.get(record.MACS)) or 0.0,
+            latency_ms=latency, val_logits=logits.val_logits, val_labels=logits.val_labels,
+            test_logits=test_logits, test_labels=test_labels,
+            rank=sign * row["score"] if row.get("score") is not None else None))
     _check_same_clips(out)
     return out, skipped
 

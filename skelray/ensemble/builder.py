@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from skelray.config import validate_or_raise
 from skelray.ensemble._candidates import Candidate, load_candidates
 from skelray.ensemble._select import Budget, greedy_select, refine_weights
 from skelray.ensemble.combine import nll, top1, weighted_logits
@@ -96,13 +97,8 @@ class EnsembleSpec(_Model):
             raise DataError(f"schema_version {doc['schema_version']} is newer than this skelray reads "
                             f"({SCHEMA_VERSION})",
                             where=f"{path}: schema_version", fix="upgrade skelray")
-        try:
-            return cls.model_validate(doc)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise DataError(err["msg"], where=f"{path}: {field}",
-                            fix="rebuild it with `skelray ensemble build`") from None
+        return validate_or_raise(cls, doc, str(path), error=DataError,
+                                 fix="rebuild it with `skelray ensemble build`")
 
 
 def _single(c: Candidate) -> Score:

@@ -24,8 +24,7 @@ def build_structure(spec: ModelSpec) -> nn.Module:
     """The inference-form module tree of ``spec``'s model, with untrained weights: the same
     ``inference_form`` export applied (fuse; compact first for a model that is sparse as
     created, such as ``sparse_ensemble``)."""
-    from skelray.models import create_model
-    from skelray.train.measure import inference_form
+    from skelray.models import create_model, inference_form
 
     # Seeded: a model that is sparse as created compacts its fresh masks, and export and load
     # must get the same tree for the recorded size overrides to apply.

@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from skelray.config import validate_or_raise
 from skelray.errors import DataError
 
 SCHEMA_VERSION = 1
@@ -122,12 +123,7 @@ def read_manifest(bundle: str | Path) -> Manifest:
         raise BundleError(f"schema_version {version} is newer than this skelray reads ({SCHEMA_VERSION})",
                           where=f"{path}: schema_version",
                           fix="upgrade skelray on this machine, or export the bundle with this version")
-    try:
-        manifest = Manifest.model_validate(doc)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise BundleError(err["msg"], where=f"{path}: {field}", fix="re-export the bundle") from None
+    manifest = validate_or_raise(Manifest, doc, str(path), error=BundleError, fix="re-export the bundle")
     names = [m.name for m in manifest.members]
     if not names:
         raise BundleError("lists no members", where=f"{path}: members", fix="re-export the bundle")

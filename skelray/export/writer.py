@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from skelray import record
 from skelray.errors import ConfigError, SkelrayError
 from skelray.export._structure import build_structure, load_state, state_tensors, structure_overrides
 from skelray.export.manifest import MANIFEST, BundleError, CheckInfo, Manifest, MemberSpec, ModelSpec
@@ -82,15 +83,12 @@ def _sources(source: Path, trial: str | None) -> tuple[Path, list[_Source], dict
 def _val_clips(src: _Source) -> tuple[list[np.ndarray], np.ndarray] | None:
     """The first validation clips of the trial's dataset, and the logits it saved for them;
     None when the data cannot be read here (moved, another machine)."""
-    from skelray.config import TrialConfig
     from skelray.train.data import load_splits
 
-    params = src.checkpoint.parent / "params.json"
     try:
-        cfg = TrialConfig.from_tune(json.loads(params.read_text()))
+        cfg = record.load_trial_config(src.checkpoint.parent)  # the trial folder's params.json
         val = load_splits(cfg.data).splits["val"]
-        with np.load(src.checkpoint / "logits.npz", allow_pickle=False) as z:
-            saved = z["val_logits"][:CHECK_CLIPS]
+        saved = record.load_logits(src.checkpoint).val_logits[:CHECK_CLIPS]
     except (SkelrayError, OSError, ValueError, KeyError):
         return None
     n = min(CHECK_CLIPS, len(val), len(saved))
@@ -128,46 +126,36 @@ def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str,
     return diffs, scale, fused_out
 
 
-def _is_sparse(model: torch.nn.Module) -> bool:
-    try:
-        from skelray.sparsity import is_sparse
-    except ImportError:  # no sparsity support in this build: nothing can be sparse
-        return False
-    return bool(is_sparse(model))
-
-
 def _layout_def(name: str) -> dict[str, Any]:
     from skelray.data.layouts import get_layout
 
-    lay = get_layout(name)
-    return {"name": lay.name, "joints": list(lay.joints), "edges": [list(e) for e in lay.edges],
-            "center": lay.center,
-            **({"align_z": list(lay.align_z)} if lay.align_z else {}),
-            **({"align_x": list(lay.align_x)} if lay.align_x else {})}
+    return get_layout(name).to_dict()  # read back with layout_from_dict (skelray.export.bundle)
 
 
 def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_data: bool
-                   ) -> tuple[MemberSpec, dict[str, Any]]:
+                   ) -> tuple[MemberSpec, record.TrialRecord]:
     from safetensors.torch import load_file, save_file
 
     from skelray import __version__
     from skelray.data.layouts import get_layout
     from skelray.data.transforms import Preprocess
-    from skelray.models import profile
-    from skelray.train.measure import inference_form
+    from skelray.models import carries_masks, inference_form, profile
     from skelray.train.trial import model_from_checkpoint
 
-    if not (src.checkpoint / "trial.json").is_file():
-        raise BundleError("has no trial.json", where=str(src.checkpoint),
+    if not (src.checkpoint / record.TRIAL_FILE).is_file():
+        raise BundleError(f"has no {record.TRIAL_FILE}", where=str(src.checkpoint),
                           fix="export from a sweep written by this skelray version "
-                              "(its checkpoints hold trial.json)")
+                              f"(its checkpoints hold {record.TRIAL_FILE})")
     trained, info = model_from_checkpoint(src.checkpoint)
-    m = info["model"]
-    pp = Preprocess(**info["preprocess"]).for_inference()  # serving never augments
+    m = info.require_model(str(src.checkpoint / record.TRIAL_FILE))
+    if info.preprocess is None:
+        raise BundleError(f"{record.TRIAL_FILE} has no 'preprocess' section", where=str(src.checkpoint),
+                          fix="export from a checkpoint a skelray trial wrote (it says how clips are fed)")
+    pp = Preprocess(**info.preprocess).for_inference()  # serving never augments
     name = f"m{i}-{_slug(src.trial.split('/')[-1])}"
-    model = ModelSpec(name=m["name"], kwargs=m["kwargs"], num_classes=m["num_classes"], layout=m["layout"],
-                      in_channels=m["in_channels"], num_persons=m["num_persons"])
-    compacted = bool(m.get("sparsity")) or _is_sparse(trained)
+    model = ModelSpec(name=m.name, kwargs=m.kwargs, num_classes=m.num_classes, layout=m.layout,
+                      in_channels=m.in_channels, num_persons=m.num_persons)
+    compacted = bool(m.sparsity) or carries_masks(trained)
     rel = f"members/{name}.safetensors"
     fused = inference_form(trained).eval()
     save_file(state_tensors(fused), str(out / rel), metadata={"skelray": __version__, "member": name})
@@ -176,7 +164,7 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
     served = load_state(build_structure(model), load_file(str(out / rel)), where=str(out / rel),
                         allow_reshape=compacted, overrides=structure)
     val = _val_clips(src) if check_data else None
-    inputs = _check_inputs(pp, m["in_channels"], get_layout(m["layout"]).num_joints, val[0] if val else None)
+    inputs = _check_inputs(pp, m.in_channels, get_layout(m.layout).num_joints, val[0] if val else None)
     diffs, scale, outs = _compare(trained, served, inputs)
     worst = max(diffs.values())
     if not worst <= tolerance * max(1.0, scale):  # "not <=" also catches NaN
@@ -186,12 +174,12 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
                           fix="a block's fuse() is not exact for this model; report it, "
                               "or pass a larger --tolerance")
     val_diff = float(np.abs(outs["val"] - val[1]).max()) if val else None
-    params, macs = profile(served, (1, pp.persons, pp.frames, inputs["random"].shape[3], m["in_channels"]))
+    params, macs = profile(served, (1, pp.persons, pp.frames, inputs["random"].shape[3], m.in_channels))
     spec = MemberSpec(
         name=name, trial=src.trial, model=model, stream=pp.stream, preprocess=dataclasses.asdict(pp),
         weight=src.weight, metrics=src.metrics, params=int(params), macs=int(macs),
         latency_ms_b1=src.latency_ms,
-        sparsity=m.get("sparsity"), compacted=compacted, structure=structure, weights_file=rel,
+        sparsity=m.sparsity, compacted=compacted, structure=structure, weights_file=rel,
         sha256=hashlib.sha256((out / rel).read_bytes()).hexdigest(),
         check=CheckInfo(max_abs_diff=worst, logit_scale=scale, tolerance=tolerance,
                         inputs={k: len(v) for k, v in inputs.items()}, per_input=diffs,
@@ -227,7 +215,7 @@ def export_bundle(source: str | Path, output: str | Path, *, trial: str | None =
                     raise BundleError(f"member {mem.name} has {key} {getattr(mem.model, key)}, "
                                       f"{members[0].name} has {getattr(first, key)}", where=str(source),
                                       fix="ensemble only trials trained on the same data")
-        classes = infos[0].get("class_names") or [str(c) for c in range(first.num_classes)]
+        classes = infos[0].class_names or [str(c) for c in range(first.num_classes)]
         manifest = Manifest(
             name=name or output.name, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             skelray_version=__version__, source=origin, layout=first.layout,

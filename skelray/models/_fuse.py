@@ -20,8 +20,8 @@ def fuse(model: nn.Module) -> nn.Module:
 
     The input model is left untouched. A model with no fusable block comes back as an
     eval-mode copy, and fusing a fused model changes nothing (blocks fuse idempotently).
-    Convs are read through their ``.weight``: a weight-masked (sparse) model must be
-    compacted or have its masks applied first.
+    Convs are read through their ``.weight``; a model that carries weight masks goes through
+    ``inference_form`` instead, which compacts it (bakes the masks, cuts empty channels) first.
     """
     fused = copy.deepcopy(model).eval()
     with torch.no_grad():

@@ -92,12 +92,6 @@ def check_int(value: object, field: str, *, minimum: int = 1) -> int:
     return value
 
 
-def check_choice(value: object, field: str, choices: tuple) -> object:
-    if value not in choices:
-        raise ConfigError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}", where=field)
-    return value
-
-
 def scaled_widths(stages: tuple[tuple[int, int], ...], width: float, field: str, *,
                   multiple: int = 8) -> tuple[tuple[int, int], ...]:
     """``(channels, stride)`` stages with every width times ``width``, rounded to a multiple of

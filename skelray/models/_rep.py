@@ -20,9 +20,13 @@ class PAGraphConv(nn.Module):
     """1x1 conv -> sum over ``pa_count`` learnable adjacency matrices -> 1x1 conv + BN.
 
     With ``groups > 1`` (HPI-GCN-OP) the channels split into groups, each with its own
-    matrices. The training form multiplies by every matrix separately, as the paper trains
-    it; the products are linear in the matrices, so fusing sums them into one.
+    matrices. The training form keeps the ``pa_count`` matrices as separate parameters but
+    sums them before its one product: the product is linear in the matrices, so that is the
+    paper's per-matrix sum of products, with the same gradient for every matrix. Fusing
+    stores the sum as one matrix.
     """
+
+    NO_WEIGHT_DECAY = ("pa",)  # the learnable adjacency (skelray.train.loop.no_decay_names)
 
     def __init__(self, in_channels: int, out_channels: int, graph: Tensor, *, pa_count: int = 5,
                  groups: int = 1, noise: float = 0.01) -> None:

@@ -17,13 +17,12 @@ from torch import Tensor, nn
 
 from skelray.data.graph import normalize_columns, undirected_adjacency
 from skelray.data.layouts import Layout
-from skelray.errors import ConfigError
+from skelray.errors import ConfigError, check_choice
 from skelray.models._fuse import bn_scale_shift
 from skelray.models._layers import (
     ConvBN,
     DataBN,
     SkeletonModel,
-    check_choice,
     check_int,
     pool_persons,
     scaled_widths,
@@ -94,8 +93,8 @@ class HPIGCN(SkeletonModel):
         super().__init__(num_classes=num_classes, layout=layout, in_channels=in_channels,
                          num_persons=num_persons, dropout=dropout, feat_dim=stages[-1][0], name=name)
         check_int(pa_count, f"{name}.pa_count")
-        check_choice(tcn_kernel, f"{name}.tcn_kernel", (5, 9))
-        check_choice(input_embedding, f"{name}.input_embedding", ("joint", "plain"))
+        check_choice(tcn_kernel, (5, 9), f"{name}.tcn_kernel")
+        check_choice(input_embedding, ("joint", "plain"), f"{name}.input_embedding")
         if embed % groups:
             raise ConfigError(f"{groups} groups do not divide the {embed} channels of block 1",
                               where=f"{name}.groups", fix="use 1, 2, 4, 8, 16, 32 or 64")

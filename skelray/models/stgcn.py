@@ -27,6 +27,8 @@ STAGES = ((64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256
 class STGCNBlock(nn.Module):
     """Spatial graph conv, temporal conv, residual; fuses into a BN-free block."""
 
+    NO_WEIGHT_DECAY = ("importance",)  # learnable edge weights (skelray.train.loop.no_decay_names)
+
     def __init__(self, in_channels: int, out_channels: int, adjacency: Tensor, *, stride: int = 1,
                  residual: bool = True, dropout: float = 0.0, edge_importance: bool = True,
                  kernel: int = 9) -> None:

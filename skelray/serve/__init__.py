@@ -1,5 +1,10 @@
 """Serving a bundle with Ray Serve: Ingress -> Preprocess -> one deployment per member -> Ensemble.
 
+Where an HTTP request becomes logits: ``ingress.Ingress`` checks and parses the body
+(``_requests``), ``deployments.Preprocess`` builds each stream with the training code's
+``skelray.data.Preprocess``, each ``deployments.Member`` runs its fused member on batches of
+clips, and ``deployments.Ensemble`` weights and combines the logits (``skelray.ensemble.combine``).
+
 ``app`` is the application builder (``serve run skelray.serve:app bundle=PATH``);
 ``serve_config`` writes the Serve config a RayService embeds; ``ServeArgs`` lists the settings.
 They load on first use (PEP 562), so ``skelray --help`` does not import Ray Serve.

@@ -102,10 +102,11 @@ def run_command(
         return
     from ray import serve
 
+    from skelray.runtime import start_ray
     from skelray.serve.builder import app as build_app
     from skelray.serve.config import APP_NAME
 
-    started = _start_ray(address)
+    started = start_ray(address)  # a refused token becomes a ConfigError saying what to set
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_app(args.model_dump()), name=APP_NAME, route_prefix="/")
@@ -120,20 +121,6 @@ def run_command(
             import ray
 
             ray.shutdown()
-
-
-def _start_ray(address: str | None) -> bool:
-    """Connect or start Ray; a token-auth refusal becomes an error that says what to set."""
-    from ray.exceptions import AuthenticationError
-
-    from skelray.sweep.runner import start_ray
-
-    try:
-        return start_ray(address)
-    except AuthenticationError as exc:
-        raise ConfigError(f"the Ray cluster refused this client's token ({exc.message})", where="--address",
-                          fix="set RAY_AUTH_MODE=token and give the cluster's token in RAY_AUTH_TOKEN or "
-                              "~/.ray/auth_token (`ray get-auth-token` on the head prints it)") from None
 
 
 @app.command("build")

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from skelray.config import validate_or_raise
 from skelray.errors import ConfigError
 from skelray.export.manifest import Manifest
 
@@ -88,14 +89,11 @@ class ServeArgs(BaseModel):
         """Validate builder args; a bad one raises ``ConfigError`` naming it."""
         if isinstance(args, ServeArgs):
             return args
-        try:
-            return cls.model_validate(dict(args))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "args"
-            hint = "pass bundle=PATH (the folder `skelray export` wrote)" if field == "bundle" else \
-                f"see skelray.serve.config.ServeArgs for {field}"
-            raise ConfigError(err["msg"], where=f"serve args: {field}", fix=hint) from None
+        args = dict(args)
+        if "bundle" not in args:
+            raise ConfigError("required key is missing", where="serve args: bundle",
+                              fix="pass bundle=PATH (the folder `skelray export` wrote)")
+        return validate_or_raise(cls, args, "serve args", fix="see skelray.serve.config.ServeArgs")
 
     def builder_args(self) -> dict[str, Any]:
         """The args as the config file carries them: only what differs from the defaults."""

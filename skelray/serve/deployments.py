@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,46 @@ from skelray.export.bundle import StreamPlan, ensure_layout, load_member, run_st
 from skelray.export.manifest import read_manifest
 
 HEALTH_TIMEOUT_S = 10.0
+# A batch still running after this long means the replica is stuck (a forward of a batch of 16
+# takes well under a second on a CPU core); Serve's health check then replaces the replica.
+STALL_S = 60.0
+
+
+class Watchdog:
+    """What ``Member.check_health`` checks: no batch has been running longer than ``stall_s``,
+    and, when idle, a one-clip forward (``probe``) still gives finite logits of the right shape.
+
+    The member calls ``started()`` / ``finished()`` around each batch; ``check()`` raises
+    ``RuntimeError`` saying what is wrong, which is how a Serve health check fails.
+    """
+
+    def __init__(self, name: str, probe: Callable[[], np.ndarray], num_classes: int, *,
+                 stall_s: float = STALL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.probe, self.num_classes = name, probe, num_classes
+        self.stall_s, self.clock = stall_s, clock
+        self.running: dict[int, float] = {}  # batch id -> start time
+        self.next_id = 0
+
+    def started(self) -> int:
+        self.next_id += 1
+        self.running[self.next_id] = self.clock()
+        return self.next_id
+
+    def finished(self, batch: int) -> None:
+        self.running.pop(batch, None)
+
+    def check(self) -> None:
+        if self.running:
+            age = self.clock() - min(self.running.values())
+            if age > self.stall_s:
+                raise RuntimeError(f"member {self.name}: a batch has been running for {age:.0f} s "
+                                   f"(limit {self.stall_s:.0f} s); the replica looks stuck")
+            return  # busy and making progress: the batches are the proof of life
+        out = np.asarray(self.probe())
+        if out.shape != (1, self.num_classes) or not np.isfinite(out).all():
+            raise RuntimeError(f"member {self.name}: a one-clip forward gave "
+                               f"{'non-finite logits' if out.shape == (1, self.num_classes) else out.shape}, "
+                               f"expected {self.num_classes} finite logits")
 
 
 @serve.deployment
@@ -41,6 +83,11 @@ class Member:
         self.device = "cuda" if resources.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
         self.model = load_member(bundle, self.spec, device=self.device, verify=verify_weights)
         self.forwards = 0
+        m = self.spec.model
+        pp = self.spec.preprocess
+        probe_clip = np.zeros((1, int(pp["persons"]), int(pp["frames"]), manifest.num_joints,
+                               m.in_channels), dtype=np.float32)
+        self.watchdog = Watchdog(name, lambda: self._run(probe_clip), m.num_classes)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: batching can be retuned without restarting the replica."""
@@ -56,17 +103,21 @@ class Member:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         self.forwards += 1
-        # In a worker thread, so the replica keeps queueing the next batch meanwhile.
-        out = await asyncio.to_thread(self._run, np.stack(clips))
+        batch = self.watchdog.started()
+        try:
+            # In a worker thread, so the replica keeps queueing the next batch meanwhile.
+            out = await asyncio.to_thread(self._run, np.stack(clips))
+        finally:
+            self.watchdog.finished(batch)
         return list(out)
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.spec.name, "forwards": self.forwards, "pid": os.getpid(), "device": self.device}
 
-    def check_health(self) -> None:
-        # Serve calls this every health_check_period_s; raising gets the replica replaced.
-        if self.model is None:
-            raise RuntimeError(f"member {self.spec.name} has no model loaded")
+    async def check_health(self) -> None:
+        """Serve calls this every ``health_check_period_s``; raising gets the replica replaced.
+        The probe forward runs in a worker thread, so the event loop keeps serving meanwhile."""
+        await asyncio.to_thread(self.watchdog.check)
 
 
 @serve.deployment

@@ -8,14 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from skelray.errors import ConfigError
+from skelray.errors import ConfigError, check_choice
 from skelray.sparsity._ctf import CTFMask, CTFState, ctf, ctf_epoch
 from skelray.sparsity._masks import (
     GRANULARITIES,
     SCOPES,
     ScoreMask,
     SparseState,
-    check_choice,
     check_level,
     sparsify_network,
 )

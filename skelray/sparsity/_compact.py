@@ -1,4 +1,6 @@
-"""``compact``: bake the masks into the weights, then cut the channels that are exactly zero.
+"""How ``skelray.models.compact`` sees sparsity: the masks it bakes and the rules that cut
+exactly-zero channels from the zoo's blocks (``compact`` and ``inference_form`` live in
+``skelray.models``; ``skelray.sparsity.compact`` is the same function).
 
 A channel is removed only when its output is provably zero everywhere (its filter and bias
 are zero and the BN after it maps zero to zero, or the BN's scale and shift are both zero),
@@ -6,47 +8,34 @@ so the smaller model computes exactly what the masked one does. Channel masks ma
 happen (they zero the bias and the BN affine too); element and kernel masks rarely empty a
 whole channel, so for them ``compact`` mostly just bakes.
 
-Residual additions. A block's output is ``relu(tcn(x) + residual(x))``; a channel of that sum
-can go only if every tensor summed into it is zero there. Blocks chained by identity
-residuals share one channel set (a "segment"): the segment keeps the union of the channels any
-of its blocks or its entry produces, and removes only channels that all of them left at zero.
-Inside a block the graph conv's and temporal branches' internal channels are free to shrink
-on their own. The last segment keeps every channel, so ``features()`` and the head keep their
-width (an ensemble averages members' features position by position).
+Importing this module registers sparsity's masks (``is_sparse`` finds them, baking is
+``remove_masks(bake=True)``) and one ``CompactionRule`` per block type of the zoo with a
+residual chain: ``HPIBlock`` (PA graph conv, Rep-TCN) and ``STGCNBlock``. Inside a block the
+graph conv's and temporal branches' internal channels shrink on their own; the chain's shared
+channel sets are ``skelray.models.compact``'s business.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
+from skelray.models import register_compaction, register_masks
 from skelray.models._fuse import bn_scale_shift, conv_like
 from skelray.models._layers import ConvBN
 from skelray.models._rep import PAGraphConv, RepTCN
 from skelray.models.hpigcn import HPIBlock
 from skelray.models.stgcn import STGCNBlock
+from skelray.sparsity._api import is_sparse
 from skelray.sparsity._masks import remove_masks
 
 
-def compact(model: nn.Module) -> nn.Module:
-    """A smaller dense, eval-mode copy of a masked ``model`` with identical outputs.
+def _bake(model: nn.Module) -> None:
+    """Masks baked into the weights (CTF masks at their crisp limit) and removed."""
+    remove_masks(model, bake=True)
 
-    Masks are baked into the weights (CTF masks at their crisp limit), then every output
-    channel whose output is exactly zero is removed together with the matching input channels
-    of the next layers, BN entries and residual paths. ``skelray.models.fuse`` applies to the
-    result. The input model is left untouched; a dense model comes back as an eval-mode copy.
-    """
-    out = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        remove_masks(out, bake=True)
-        for module in list(out.modules()):
-            blocks = getattr(module, "blocks", None)
-            if isinstance(blocks, nn.Sequential):
-                shrink_blocks(blocks)
-    return out
+
+register_masks(carries=is_sparse, bake=_bake)
 
 
 # -- zero tests and slicing --------------------------------------------------------------------
@@ -114,12 +103,14 @@ class CompactRepTCN(RepTCN):
 
 
 # -- per-architecture block rules ----------------------------------------------------------------
+# Both blocks end in ``relu(tcn(x) + residual(x))`` with a residual that is None (the first
+# ST-GCN block), an identity, or a ConvBN.
 
-def _residual_zero(residual: nn.Module | None, alive_in: Tensor, width: int) -> Tensor:
+def _residual_zero(residual: nn.Module | None, input_zero: Tensor, width: int) -> Tensor:
     if residual is None:
-        return torch.ones(width, dtype=torch.bool, device=alive_in.device)
+        return torch.ones(width, dtype=torch.bool, device=input_zero.device)
     if isinstance(residual, nn.Identity):
-        return ~alive_in
+        return input_zero
     assert isinstance(residual, ConvBN)
     return convbn_zero(residual)
 
@@ -129,24 +120,37 @@ def _shrink_residual(block: nn.Module, out_idx: Tensor, in_idx: Tensor) -> None:
         slice_convbn(block.residual, out_idx, in_idx)
 
 
+@register_compaction(HPIBlock)
 class _HPI:
     """HPI-GCN block: PA graph conv (conv_in -> PA -> conv_out+BN), Rep-TCN, residual."""
 
     @staticmethod
-    def width(block: HPIBlock) -> int:
+    def supports(block: HPIBlock) -> bool:
+        # The training form only; a fused block has nothing left to mask.
+        return isinstance(block.gcn.conv_out, ConvBN) and isinstance(block.tcn, RepTCN)
+
+    @staticmethod
+    def in_width(block: HPIBlock) -> int:
+        return block.gcn.conv_in.in_channels
+
+    @staticmethod
+    def out_width(block: HPIBlock) -> int:
         # The block's output: its Rep-TCN's Kx1 conv+BN branch. Not the graph conv's output, an
         # inner width that an earlier compaction may have cut below it.
         return block.tcn.branches[0].bn.num_features
 
     @staticmethod
-    def tcn_zero(block: HPIBlock) -> Tensor:
-        zero = None
+    def passes_input(block: HPIBlock) -> bool:
+        return isinstance(block.residual, nn.Identity)
+
+    @staticmethod
+    def zero(block: HPIBlock, input_zero: Tensor) -> Tensor:
+        zero = _residual_zero(block.residual, input_zero, _HPI.out_width(block))
         for br in block.tcn.branches:
             if isinstance(br, ConvBN):
-                z = convbn_zero(br)
+                zero = zero & convbn_zero(br)
             else:  # a serial branch ends in BN after conv1 -> pool, or after its second conv
-                z = bn_zero(br.bn, rows_zero(br.conv1 if br.pool else br.second))
-            zero = z if zero is None else zero & z
+                zero = zero & bn_zero(br.bn, rows_zero(br.conv1 if br.pool else br.second))
         return zero
 
     @staticmethod
@@ -175,16 +179,30 @@ class _HPI:
         _shrink_residual(block, out_idx, in_idx)
 
 
+@register_compaction(STGCNBlock)
 class _STGCN:
     """ST-GCN block: 1x1 conv to K*C, adjacency product, BN-ReLU-conv(9x1)-BN, residual."""
 
     @staticmethod
-    def width(block: STGCNBlock) -> int:
+    def supports(block: STGCNBlock) -> bool:
+        return isinstance(block.tcn, nn.Sequential)  # the training form
+
+    @staticmethod
+    def in_width(block: STGCNBlock) -> int:
+        return block.gcn.in_channels
+
+    @staticmethod
+    def out_width(block: STGCNBlock) -> int:
         return block.tcn[3].num_features
 
     @staticmethod
-    def tcn_zero(block: STGCNBlock) -> Tensor:
-        return bn_zero(block.tcn[3], rows_zero(block.tcn[2]))
+    def passes_input(block: STGCNBlock) -> bool:
+        return isinstance(block.residual, nn.Identity)
+
+    @staticmethod
+    def zero(block: STGCNBlock, input_zero: Tensor) -> Tensor:
+        own = bn_zero(block.tcn[3], rows_zero(block.tcn[2]))
+        return own & _residual_zero(block.residual, input_zero, _STGCN.out_width(block))
 
     @staticmethod
     def shrink(block: STGCNBlock, alive_in: Tensor, alive_out: Tensor) -> None:
@@ -201,56 +219,3 @@ class _STGCN:
         block.tcn[3] = slice_bn(block.tcn[3], out_idx)
         block.out_channels = len(m1)  # the width the forward reshapes the graph conv's output to
         _shrink_residual(block, out_idx, in_idx)
-
-
-RULES: dict[type, type] = {HPIBlock: _HPI, STGCNBlock: _STGCN}
-
-
-def _is_identity(block: nn.Module) -> bool:
-    return isinstance(getattr(block, "residual", None), nn.Identity)
-
-
-def _in_width(block: nn.Module) -> int:
-    gcn = block.gcn
-    conv: nn.Conv2d = gcn.conv_in if isinstance(gcn, PAGraphConv) else gcn
-    return conv.in_channels
-
-
-def shrink_blocks(blocks: nn.Sequential) -> None:
-    """Cut zero channels through a chain of known blocks (in place); unknown blocks: no-op."""
-    rules = [RULES.get(type(b)) for b in blocks]
-    if not blocks or any(r is None for r in rules) or not _supported(blocks):
-        return
-    # Segments: a new one starts wherever the residual is not an identity.
-    segments: list[list[int]] = []
-    for i, b in enumerate(blocks):
-        if i == 0 or not _is_identity(b):
-            segments.append([i])
-        else:
-            segments[-1].append(i)
-    device = next(blocks.parameters()).device
-    alive_in = torch.ones(_in_width(blocks[0]), dtype=torch.bool, device=device)
-    for s, seg in enumerate(segments):
-        first, rule = blocks[seg[0]], rules[seg[0]]
-        width = rule.width(first)
-        if s == len(segments) - 1:  # the features: keep their width
-            alive = torch.ones(width, dtype=torch.bool, device=device)
-        else:
-            zero = rule.tcn_zero(first) & _residual_zero(first.residual, alive_in, width)
-            for j in seg[1:]:
-                zero = zero & rules[j].tcn_zero(blocks[j])
-            alive = ~zero
-        rule.shrink(first, alive_in, alive)
-        for j in seg[1:]:
-            rules[j].shrink(blocks[j], alive, alive)
-        alive_in = alive
-
-
-def _supported(blocks: nn.Sequential) -> bool:
-    # The training forms only; a fused model has nothing left to mask.
-    checks: list[Callable[[nn.Module], bool]] = [
-        lambda b: not isinstance(b, HPIBlock) or (isinstance(b.gcn.conv_out, ConvBN)
-                                                   and isinstance(b.tcn, RepTCN)),
-        lambda b: not isinstance(b, STGCNBlock) or isinstance(b.tcn, nn.Sequential),
-    ]
-    return all(check(b) for b in blocks for check in checks)

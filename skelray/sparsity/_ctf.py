@@ -181,7 +181,7 @@ class CTFState(nn.Module):
         with torch.no_grad():
             candidates = torch.cat([m.score_entry[m.coarse_keep()] for m in self._masks])
             total = sum(math.prod(m.shape3) for m in self._masks)
-            keep = int(round(self.budget * total))
+            keep = round(self.budget * total)
             if candidates.numel() <= keep:
                 cut = float("-inf")
             elif keep == 0:

@@ -12,7 +12,6 @@ others; the trainer adds it through ``skelray.sparsity.penalty(model, labels)`` 
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,12 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skelray.errors import ConfigError
-from skelray.models import create_model, fuse, list_models, model_options, register_model
+from skelray.errors import ConfigError, check_choice
+from skelray.models import carries_masks, compact, create_model, fuse, register_model
 from skelray.models._layers import SkeletonModel
-from skelray.models._registry import COMMON_OPTIONS
-from skelray.sparsity._api import is_sparse, sparsify
-from skelray.sparsity._compact import compact
+from skelray.sparsity._api import sparsify
 from skelray.sparsity._masks import check_level, remove_masks
 from skelray.sparsity._schedule import Schedule
 
@@ -62,9 +59,7 @@ class MultiLevelEnsemble(SkeletonModel):
             raise ConfigError("the backbone cannot be an ensemble itself", where=f"{NAME}.backbone",
                               fix="use a single model such as hpigcn_rp")
         levels = _check_levels(levels)
-        if combine not in COMBINES:
-            raise ConfigError(f"unknown value {combine!r}", where=f"{NAME}.combine",
-                              fix="use feature or logits")
+        check_choice(combine, COMBINES, f"{NAME}.combine")
         members = [create_model(name, **model_kwargs) for _ in levels]
         first = members[0]
         if not isinstance(first, SkeletonModel):
@@ -126,7 +121,7 @@ class MultiLevelEnsemble(SkeletonModel):
         """Member-wise inference form (``skelray.models.fuse`` calls this on its copy): each
         member compacted (masks baked, empty channels cut), then fused. Members that carry no
         masks, because the ensemble was compacted as a whole first, are fused as they are."""
-        self.members = nn.ModuleList(fuse(compact(m) if is_sparse(m) else m) for m in self.members)
+        self.members = nn.ModuleList(fuse(compact(m) if carries_masks(m) else m) for m in self.members)
         return self.eval()
 
     def extra_repr(self) -> str:
@@ -141,37 +136,17 @@ def _check_levels(levels: object) -> tuple[float, ...]:
 
 
 # -- registration ------------------------------------------------------------------------------
+# A plug-in of the model registry (pyproject.toml, entry point group ``skelray.models``): the
+# registry imports this module when the name is first used, and importing skelray.sparsity
+# registers it too. ``delegate`` makes the backbone's options this model's options.
 
+@register_model(name=NAME, delegate="backbone")
 def sparse_ensemble(num_classes: int = 60, layout: Any = "ntu25", in_channels: int = 3, num_persons: int = 2,
                     dropout: float = 0.0, backbone: str = "hpigcn_rp",
                     levels: Sequence[float] = DEFAULT_LEVELS,
                     combine: str = "feature", member_loss: bool = True, granularity: str = "element",
                     scope: str = "global", **backbone_kwargs: Any) -> MultiLevelEnsemble:
     """Multi-level sparsity ensemble: one ``backbone`` per level, averaged (features or logits)."""
-    # Backbone options listed in the signature default to None: "the backbone's own default".
-    kwargs = {k: v for k, v in backbone_kwargs.items() if v is not None}
     return MultiLevelEnsemble(backbone, levels, combine, member_loss, granularity=granularity, scope=scope,
                               num_classes=num_classes, layout=layout, in_channels=in_channels,
-                              num_persons=num_persons, dropout=dropout, **kwargs)
-
-
-def _with_backbone_options(fn: Any) -> Any:
-    """List the registered backbones' own options in the entry point's signature (default
-    None), so ``model_options('sparse_ensemble')`` and the sweep checks know ``pa_count`` and
-    friends; ``**backbone_kwargs`` still passes options of models registered later."""
-    sig = inspect.signature(fn)
-    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    taken = {p.name for p in params}
-    extra: dict[str, inspect.Parameter] = {}
-    for name in list_models():
-        if name == NAME:
-            continue
-        for opt in model_options(name):
-            if opt not in taken and opt not in extra and opt not in COMMON_OPTIONS:
-                extra[opt] = inspect.Parameter(opt, inspect.Parameter.KEYWORD_ONLY, default=None)
-    var_kw = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
-    fn.__signature__ = sig.replace(parameters=params + list(extra.values()) + var_kw)
-    return fn
-
-
-register_model(name=NAME)(_with_backbone_options(sparse_ensemble))
+                              num_persons=num_persons, dropout=dropout, **backbone_kwargs)

@@ -36,12 +36,6 @@ def check_level(level: object, where: str = "sparsity.level") -> float:
     return float(level)
 
 
-def check_choice(value: object, choices: tuple[str, ...], where: str) -> str:
-    if value not in choices:
-        raise ConfigError(f"unknown value {value!r}", where=where, fix=f"use one of {', '.join(choices)}")
-    return str(value)
-
-
 def initial_scores(weight: Tensor, granularity: str, repeat: int = 1) -> Tensor:
     """Starting scores, on a common (0, 1) scale in every layer.
 
@@ -217,7 +211,7 @@ def quantile_threshold(scores: Tensor, counts: Tensor | None, level: float) -> T
     closest to ``level`` of the total.
     """
     if counts is None:
-        k = int(round(level * scores.numel()))
+        k = round(level * scores.numel())
         if k <= 0:
             return scores.new_tensor(_NEG_INF)
         return torch.kthvalue(scores, k).values

@@ -1,4 +1,9 @@
-"""Sweeps: a sweep YAML (native or W&B format) -> a validated ``SweepSpec`` -> Ray Tune objects.
+"""Sweeps: a sweep YAML (native or W&B format) -> a validated ``SweepSpec`` -> Ray Tune trials.
+
+Where a sweep YAML becomes trials: ``spec.load_sweep`` (read, convert, parse the ``search:``
+leaves, validate) -> ``tune_builders`` (each leaf's Tune domain, the searcher and scheduler)
+-> ``runner.run_sweep`` (the Tuner; each trial's sampled config becomes a
+``skelray.config.TrialConfig`` trained by ``skelray.train``) -> ``results`` (the Parquet store).
 
 ``load_sweep`` reads and checks a file (the per-trial sections it embeds live in
 ``skelray.config``); ``SweepSpec`` is what the rest of the code passes

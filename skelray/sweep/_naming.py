@@ -7,7 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from skelray.sweep.leaves import Leaf, deep_merge, get_path
+from skelray.sweep._tree import deep_merge, get_path
+from skelray.sweep.leaves import Leaf
 
 _MISSING = object()
 
@@ -53,7 +54,7 @@ def _labels(paths: list[str]) -> dict[str, str]:
 def _option_parts(leaf: Leaf, base: Mapping[str, Any], path: str, value: Mapping[str, Any]) -> list[str]:
     base_value = get_path(base, path, {})
     chosen: Any = value
-    for option in leaf.values:  # name a sub-tree by the keys its option sets, not the merged whole
+    for option in leaf.exact_values() or ():  # name a sub-tree by the keys its option sets, not the merged whole
         if isinstance(option, Mapping) and deep_merge(base_value, option) == value:
             chosen = option
             break

@@ -15,7 +15,7 @@ import yaml
 
 from skelray.config._problems import Problems
 from skelray.errors import ConfigError
-from skelray.sweep.leaves import set_path
+from skelray.sweep._tree import set_path
 
 # ${NAME} or ${NAME:-default}; NAME as in POSIX shells.
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

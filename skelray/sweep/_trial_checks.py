@@ -7,20 +7,22 @@ so a bad value in a grid is reported at its ``search.`` path before any trial st
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from skelray.config import TrialConfig
 from skelray.config._problems import Problem, did_you_mean, pydantic_problems, unknown_key_fix
 from skelray.data import get_layout, list_layouts
 from skelray.errors import ConfigError, LayoutError
-from skelray.sweep.leaves import Leaf, get_path
+from skelray.sweep._tree import get_path, with_values
+from skelray.sweep.leaves import Leaf
 
 if TYPE_CHECKING:
-    from skelray.config import TrialConfig
     from skelray.sweep.spec import SweepSpec
 
-SECTIONS = ("data", "model", "train")
+SECTIONS = tuple(TrialConfig.model_fields)  # what a search path starts with
 # Model arguments the trial fills in from the data, so a sweep must not set them.
 FROM_DATA = {"num_classes": "it is the dataset's class count", "layout": "set data.layout instead",
              "in_channels": "it follows from data.stream", "num_persons": "set data.persons instead"}
@@ -34,13 +36,15 @@ def registered_models() -> list[str]:
     return list_models()
 
 
-def model_kwarg_names(name: str) -> set[str] | None:
+def model_kwarg_names(name: str, kwargs: dict[str, Any] | None = None) -> set[str] | None:
     """Keyword arguments ``name`` accepts (less those the trial fills in from the data), or
-    None when ``name`` is not a registered model (the model-name check reports that)."""
+    None when ``name`` is not a registered model (the model-name check reports that). For a
+    model that wraps another, ``kwargs`` (the config's ``model.kwargs``) names the wrapped one
+    (``backbone``); its options count too."""
     from skelray.models import model_options
 
     try:
-        found = model_options(name)
+        found = model_options(name, **dict(kwargs or {}))
     except ConfigError:
         return None
     return set(found) - set(FROM_DATA)  # the trial passes these itself; a sweep must not
@@ -54,7 +58,7 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
     if model.name not in models:
         out.append(Problem("model.name", f"unknown model '{model.name}'",
                            unknown_key_fix(model.name, models)))
-    names = model_kwarg_names(model.name)
+    names = model_kwarg_names(model.name, model.kwargs)
     for key in model.kwargs:
         if key in FROM_DATA:
             out.append(Problem(f"model.kwargs.{key}", f"'{key}' is set by the trial from the data",
@@ -158,18 +162,18 @@ def _build_problems(name: str, kwargs: dict[str, Any], layout: str | None) -> li
 
 # -- search leaves -----------------------------------------------------------------------------
 
-def check_path(path: str, spec: SweepSpec, root: type, where: str) -> Problem | None:
+def check_path(path: str, spec: SweepSpec, where: str) -> Problem | None:
     """None if ``path`` names a config key (or a kwarg the model accepts), else the problem."""
     parts = path.split(".")
     if parts[0] not in SECTIONS:
         return Problem(where,
                        f"'{parts[0]}' cannot be searched: search paths start with data., model. or train.",
                        unknown_key_fix(parts[0], SECTIONS))
-    current: Any = root
+    current: Any = TrialConfig
     for i, part in enumerate(parts):
         so_far = ".".join(parts[:i])
         if current == "kwargs":
-            names = model_kwarg_names(spec.model.name)
+            names = model_kwarg_names(spec.model.name, spec.model.kwargs)
             if names is not None and part not in names:
                 return Problem(where, f"'{spec.model.name}' has no argument '{part}'",
                                unknown_key_fix(part, names))
@@ -200,13 +204,17 @@ def _descend(annotation: Any) -> Any:
     return None
 
 
-def check_search(spec: SweepSpec, root: type, check_paths: bool) -> list[Problem]:
+def check_search(spec: SweepSpec, base: TrialConfig, base_problems: list[Problem],
+                 check_paths: bool) -> list[Problem]:
+    """Each search leaf: its path, and every value it can give a trial checked as the base
+    config ``base`` with that value set (problems the base has already, ``base_problems``,
+    are not repeated); computed leaves also against what they read."""
     out: list[Problem] = []
-    base_problems = {(p.where, p.message) for p in check_trial(spec.trial_config(), spec,
-                                                               check_paths=check_paths)}
+    tree = base.model_dump(mode="json")
+    skip = {(p.where, p.message) for p in base_problems}
     for path, leaf in spec.search.items():
         where = f"search.{path}"
-        problem = check_path(path, spec, root, where)
+        problem = check_path(path, spec, where)
         if problem:
             out.append(problem)
             continue
@@ -216,22 +224,21 @@ def check_search(spec: SweepSpec, root: type, check_paths: bool) -> list[Problem
                                f"set it inside the options of {outer}, or search {outer}'s keys separately"))
             continue
         if leaf.is_dependent:
-            out += _check_dependent(path, leaf, spec, root)
+            out += _check_dependent(path, leaf, spec, tree)
             continue
         for value in leaf.sample_points():
-            out += _check_value(spec, path, value, where, base_problems, check_paths)
+            out += _check_value(spec, tree, path, value, where, skip, check_paths)
     out += _check_cycles(spec)
     return out
 
 
-def _check_value(spec: SweepSpec, path: str, value: Any, where: str, skip: set,
+def _check_value(spec: SweepSpec, tree: dict[str, Any], path: str, value: Any, where: str, skip: set,
                  check_paths: bool) -> list[Problem]:
-    """Does the config still validate, and pass ``check_trial``, with ``path`` set to ``value``?"""
-    from skelray.config import TrialConfig
-
+    """Does the base config ``tree`` still validate, and pass ``check_trial``, with ``path``
+    set to ``value``?"""
     shown = f"{value!r}"
     try:
-        cfg = TrialConfig.model_validate(spec.merged_config({path: value}))
+        cfg = TrialConfig.model_validate(with_values(tree, {path: value}))
     except ValidationError as exc:
         return [Problem(where, f"value {shown}: {p.where}: {p.message}", p.fix or "change the value")
                 for p in pydantic_problems(exc, TrialConfig)]
@@ -239,43 +246,30 @@ def _check_value(spec: SweepSpec, path: str, value: Any, where: str, skip: set,
             for p in check_trial(cfg, spec, check_paths=check_paths) if (p.where, p.message) not in skip]
 
 
-def _check_dependent(path: str, leaf: Leaf, spec: SweepSpec, root: type) -> list[Problem]:
-    out: list[Problem] = []
+def _check_dependent(path: str, leaf: Leaf, spec: SweepSpec, tree: dict[str, Any]) -> list[Problem]:
+    """A computed leaf: the paths it reads exist, it agrees with the leaves it reads
+    (``Leaf.check_against``), and the values it gives are valid. Those are computed once, with
+    each searched input at its first value and the rest as in the base."""
     where = f"search.{path}"
+    out: list[Problem] = []
     for ref in leaf.references():
-        problem = check_path(ref, spec, root, where)
+        problem = check_path(ref, spec, where)
         if problem:
             out.append(Problem(where, f"refers to '{ref}': {problem.message}", problem.fix))
     if out:
         return out
-    if leaf.kind == "depends":
-        source = spec.search.get(leaf.depends or "")
-        no_default = not leaf.has_default
-        if source is not None and source.kind in ("grid", "choice", "randint"):
-            values = list(source.values) if source.kind != "randint" else list(range(*map(int, source.args)))
-            keys = [k for k, _ in leaf.mapping]
-            missing = [v for v in values if not any(k == v or str(k) == str(v) for k in keys)]
-            if missing and no_default:
-                out.append(Problem(f"{where}.map",
-                                   f"no value for {leaf.depends} = {', '.join(map(repr, missing))}",
-                                   "add those keys to map, or give a default"))
-        elif source is not None and source.is_random and no_default:
-            out.append(Problem(f"{where}.map",
-                               f"{leaf.depends} is sampled from {source.kind}, so map keys rarely match",
-                               "add a default, or use expr for a formula"))
-        for _, value in leaf.mapping:
-            out += _check_value(spec, path, value, where, set(), False)
-        return out
-    # expr: evaluate once, with each searched input at its first value and the rest as in the base.
-    firsts = {ref: spec.search[ref].sample_points()[0] for ref in leaf.references()
-              if ref in spec.search and spec.search[ref].sample_points()}
-    config = spec.merged_config(firsts)
+    out += leaf.check_against(spec.search, where)
+    firsts = {ref: points[0] for ref in leaf.references()
+              if ref in spec.search and (points := spec.search[ref].sample_points())}
+    config = with_values(tree, firsts)
     try:
-        value = leaf.evaluate(lambda p: get_path(config, p))
-    except Exception as exc:  # any failure of the user's formula is reported as such
-        return [Problem(f"{where}.expr", f"evaluating it fails: {type(exc).__name__}: {exc}",
-                        "fix the expression")]
-    return _check_value(spec, path, value, where, set(), False)
+        values = leaf.values_given(partial(get_path, config))
+    except Exception as exc:  # noqa: BLE001  (any failure of the user's formula is reported as such)
+        return out + [Problem(f"{where}.{leaf.kind}", f"evaluating it fails: {type(exc).__name__}: {exc}",
+                              "fix the expression")]
+    for value in values:
+        out += _check_value(spec, tree, path, value, where, set(), False)
+    return out
 
 
 def _check_cycles(spec: SweepSpec) -> list[Problem]:

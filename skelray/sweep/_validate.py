@@ -1,6 +1,10 @@
 """Checks across sections, run after the sweep has its types: the entry point ``check_spec``,
 searcher/scheduler/metric agreement, resources and storage; ``check_resources`` for the
-live cluster. Per-trial and per-search-leaf checks are in ``_trial_checks``.
+live cluster. Per-trial and per-search-leaf checks are in ``_trial_checks``; what a searcher
+can do with a leaf, the leaf says (``Leaf.is_random``, ``Leaf.optuna_problem``).
+
+``load_sweep`` calls ``check_spec`` with the typed spec; the checks read its fields and call
+nothing back in ``spec.py``.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from skelray.config import TrialConfig
 from skelray.config._problems import Problem, did_you_mean, unknown_key_fix
 from skelray.errors import ConfigError
 from skelray.sweep._trial_checks import check_path, check_search, check_trial
@@ -25,20 +30,17 @@ SCHEDULER_PARAMS = {
     "median": {"grace_period", "min_samples_required"},
 }
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "mock")
-_OPTUNA_KINDS = {"choice", "uniform", "quniform", "loguniform", "qloguniform", "randint", "depends", "expr"}
 
 
 # -- entry points ----------------------------------------------------------------------------
 
 def check_spec(spec: SweepSpec, *, check_paths: bool = True) -> list[Problem]:
-    from skelray.config import TrialConfig
-
-    out: list[Problem] = []
-    base = spec.trial_config()
-    out += check_trial(base, spec, check_paths=check_paths)
-    out += check_search(spec, TrialConfig, check_paths)
+    """Every problem of a typed sweep that its field types alone do not catch."""
+    base = TrialConfig(data=spec.data, model=spec.model, train=spec.train)
+    base_problems = check_trial(base, spec, check_paths=check_paths)
+    out = base_problems + check_search(spec, base, base_problems, check_paths)
     out += _check_searcher(spec)
-    out += _check_scheduler(spec, TrialConfig)
+    out += _check_scheduler(spec)
     out += _check_metric(spec)
     out += _check_test_every(spec)
     out += _check_resources_shape(spec)
@@ -76,17 +78,12 @@ def _check_searcher(spec: SweepSpec) -> list[Problem]:
             out.append(Problem(where,
                                f"searcher grid enumerates values, but {leaf.kind} is a random distribution",
                                "list the values with {grid: [...]}, or set searcher: {type: random}"))
-        if kind == "optuna" and leaf.kind == "grid":
-            out.append(Problem(where, "optuna samples values itself and cannot run a grid",
-                               "write {choice: [...]} instead, or use searcher grid/random"))
-        elif kind == "optuna" and (leaf.kind not in _OPTUNA_KINDS or leaf.weights is not None):
-            what = f"{leaf.kind} with weights" if leaf.weights else leaf.kind
-            out.append(Problem(where, f"optuna has no {what} distribution",
-                               "use choice, uniform, loguniform, quniform or randint, or searcher random"))
+        if kind == "optuna" and (problem := leaf.optuna_problem(where)) is not None:
+            out.append(problem)
     return out
 
 
-def _check_scheduler(spec: SweepSpec, root: type) -> list[Problem]:
+def _check_scheduler(spec: SweepSpec) -> list[Problem]:
     out: list[Problem] = []
     sch, epochs = spec.scheduler, spec.train.epochs
     epochs_searched = "train.epochs" in spec.search
@@ -114,7 +111,7 @@ def _check_scheduler(spec: SweepSpec, root: type) -> list[Problem]:
                                "e.g. hyperparam_mutations: {train.lr: {loguniform: [0.001, 0.1]}}"))
         for path, leaf in (sch.hyperparam_mutations or {}).items():
             where = f"scheduler.hyperparam_mutations.{path}"
-            problem = check_path(path, spec, root, where)
+            problem = check_path(path, spec, where)
             if problem:
                 out.append(problem)
             elif leaf.is_dependent:
@@ -122,7 +119,7 @@ def _check_scheduler(spec: SweepSpec, root: type) -> list[Problem]:
         if (sch.perturbation_interval or 1) >= epochs and not epochs_searched:
             out.append(Problem("scheduler.perturbation_interval", f"must be below train.epochs ({epochs}) "
                                "or pbt never perturbs", "lower it or train longer"))
-        if spec.searcher_type == "optuna":
+        if spec.searcher.type == "optuna":
             out.append(Problem("searcher.type",
                                "pbt changes trial configs itself, which optuna cannot follow",
                                "use searcher random or grid with pbt"))

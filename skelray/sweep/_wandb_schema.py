@@ -36,7 +36,7 @@ _DISTS: dict[str, tuple[set[str], set[str]]] = {
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
-def is_number(v: Any) -> bool:
+def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -104,9 +104,9 @@ def _validate_hyperband(et: Any, problems: Problems) -> None:
         if key in et and (not isinstance(value, int) or isinstance(value, bool) or (low and value < low)):
             problems.add(f"{where}.{key}", f"must be a whole number{' >= 1' if low else ''}, got {et[key]!r}",
                          "give epochs as an integer")
-    if "s" in et and not is_number(et["s"]):
+    if "s" in et and not _is_number(et["s"]):
         problems.add(f"{where}.s", f"must be a number, got {et['s']!r}", "e.g. s: 2")
-    if "eta" in et and (not is_number(et["eta"]) or et["eta"] <= 1):
+    if "eta" in et and (not _is_number(et["eta"]) or et["eta"] <= 1):
         problems.add(f"{where}.eta", f"must be a number > 1, got {et['eta']!r}", "e.g. eta: 3")
 
 
@@ -161,11 +161,11 @@ def _validate_param(p: Mapping[str, Any], at: str, problems: Problems) -> None:
     if "values" in p and (not isinstance(p["values"], list) or not p["values"]):
         problems.add(f"{at}.values", "must be a non-empty list", "list at least one value")
     if "probabilities" in p and (not isinstance(p["probabilities"], list) or not p["probabilities"]
-                                 or not all(is_number(x) and x >= 0 for x in p["probabilities"])):
+                                 or not all(_is_number(x) and x >= 0 for x in p["probabilities"])):
         problems.add(f"{at}.probabilities", "must be a list of numbers >= 0",
                      "give one probability per value")
     for key in ("min", "max", "q", "mu", "sigma", "a", "b"):
-        if key in p and not is_number(p[key]):
+        if key in p and not _is_number(p[key]):
             problems.add(f"{at}.{key}", f"must be a number, got {p[key]!r}", "give a number")
             return
     if dist == "int_uniform" and not all(isinstance(p.get(k), int) for k in ("min", "max")):

@@ -20,8 +20,7 @@ def validate(sweep_file: Path = typer.Argument(..., help="Sweep YAML (skelray or
              data: str = typer.Option(None, "--data", help="Dataset path (overrides data.path)."),
              set_: list[str] = typer.Option([], "--set", help="Override a config path: KEY=VALUE.")) -> None:
     """Check a sweep file and show how many trials it makes, without starting anything."""
-    from skelray.sweep.space import count_trials
-    from skelray.sweep.spec import load_sweep
+    from skelray.sweep.spec import count_trials, load_sweep
 
     spec = load_sweep(sweep_file, cli_overrides(set_, data))
     console.print(f"[green]ok[/]: sweep [bold]{spec.name}[/], searcher {spec.searcher_type}, "
@@ -70,7 +69,7 @@ def results(sweep_dir: str = typer.Argument(..., help="The sweep folder (<storag
             refresh: bool = typer.Option(False, help="Rebuild the tables from the trial folders first.")) -> None:
     """Leaderboard (and plots) from a sweep's Parquet results store."""
     from skelray.sweep.report import leaderboard, plot
-    from skelray.sweep.results import Location, collect_as_run, read_results, sweep_state
+    from skelray.sweep.results import RESULTS_DIR, Location, collect_as_run, read_results, sweep_state
 
     state = sweep_state(Location.parse(sweep_dir))
     if refresh:
@@ -80,11 +79,12 @@ def results(sweep_dir: str = typer.Argument(..., help="The sweep folder (<storag
     if trials.num_rows == 0:
         console.print(f"no trials in {sweep_dir} yet")
         return
-    console.print(leaderboard(trials, mode=state.get("mode", "max"), top=top or None))
+    console.print(leaderboard(trials, mode=state.mode, top=top or None))
     if plots:
         loc = Location.parse(sweep_dir)
         if "://" in sweep_dir:
             console.print("plots are written for local sweep folders only")
             return
-        for path in plot(trials, epochs, Path(loc.path) / "results" / "plots"):
+        for path in plot(trials, epochs, Path(loc.path) / RESULTS_DIR / "plots", mode=state.mode,
+                         metric=state.metric, scope=state.scope):
             console.print(f"wrote {path}")

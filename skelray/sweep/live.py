@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from skelray import record
+
 
 class LiveView(Callback):
     def __init__(self, name: str, metric: str, mode: str, console: Console | None = None) -> None:
@@ -111,7 +113,7 @@ class LiveView(Callback):
         for name, state in self._shown():
             res = self.last.get(name, {})
             table.add_row(name, state, str(res.get("epoch", "")), _fmt(res.get(self.metric)),
-                          _fmt(res.get("latency_ms_b1")))
+                          _fmt(res.get(record.latency_key(1))))
         if self.best:
             table.caption = f"best so far: {self.best[1]}  {self.metric}={self.best[0]:.4f}"
         return table

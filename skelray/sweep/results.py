@@ -1,14 +1,20 @@
 """The Parquet results store of a sweep, built from the experiment directory alone.
 
 Tune leaves, per trial, ``params.json`` (its config), ``result.json`` (one JSON line per epoch)
-and ``checkpoint_*/`` folders (``trial.json`` + ``logits.npz`` written by the trial). This module
-reads those, from a local path or any pyarrow filesystem URI, and writes
+and ``checkpoint_*/`` folders (``trial.json`` + ``logits.npz`` written by the trial); the files
+and their records are defined in ``skelray.record``. This module reads those, from a local path
+or any pyarrow filesystem URI, and writes
 
   <sweep>/results/trials.parquet   one row per trial: flattened config, its score (the metric
                                    over the epochs the sweep's scope names), the chosen
                                    checkpoint's (best.*) and the final metrics, params, MACs,
                                    latency, status, node, wall time, chosen checkpoint
   <sweep>/results/epochs.parquet   one row per trial and epoch
+  <sweep>/results/configs.parquet  one row per configuration over its replicates (seeds,
+                                   folds): mean, standard error and 95% interval of the score
+                                   and of test top-1, rank, tie with the best
+                                   (``skelray.sweep.aggregate``; trials.parquet carries each
+                                   trial's config summary as per_config.* columns)
 
 so the CLI's leaderboard, plots and the ensemble builder never need Ray.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +32,24 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from skelray import record
 from skelray.errors import DataError
+from skelray.record import SweepState, TrialRecord
+from skelray.sweep.aggregate import aggregate
 
 RESULTS_DIR = "results"
-SIZE_KEYS = ("params", "macs", "latency_ms_b1", "latency_ms_b64")
+# The trial metrics each row carries twice: as best.KEY (the chosen checkpoint's epoch) and final.KEY.
+SUMMARY_METRICS = (*record.EVAL_METRICS, record.TRAIN_LOSS, record.SPARSITY)
+
+
+def best_column(key: str) -> str:
+    """The trials table's column of ``key`` at the chosen checkpoint's epoch: ``best.val/top1``."""
+    return f"best.{key}"
+
+
+def final_column(key: str) -> str:
+    """The trials table's column of ``key`` at the trial's last reported epoch."""
+    return f"final.{key}"
 
 
 @dataclass
@@ -60,6 +81,24 @@ class Location:
         with self.fs.open_input_stream(self.path) as f:
             return f.read().decode()
 
+    def write_text(self, text: str) -> None:
+        """Replace the file with ``text`` so that no reader sees it half written: on a local disk
+        through ``skelray.record.write_text_atomic`` (temp file + ``os.replace``); elsewhere
+        written beside and moved into place (an object store's upload is whole or nothing)."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            record.write_text_atomic(self.path, text)
+            return
+        self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
+        tmp = f"{self.path}.{secrets.token_hex(4)}.tmp"
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(text.encode())
+            self.fs.move(tmp, self.path)
+        except BaseException:
+            if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                self.fs.delete_file(tmp)
+            raise
+
     def children(self) -> list[Location]:
         if not self.is_dir():
             return []
@@ -86,26 +125,23 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_epochs(trial: Location) -> list[dict[str, Any]]:
-    path = trial.join("result.json")
+    path = trial.join(record.RESULT_FILE)
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
-    return rows
+    return record.epochs_from_text(path.read_text(), path.path)
 
 
-def _checkpoints(trial: Location) -> list[tuple[Location, dict[str, Any]]]:
+def _checkpoints(trial: Location) -> list[tuple[Location, TrialRecord]]:
     out = []
     for child in trial.children():
-        if child.name.startswith("checkpoint_") and child.join("trial.json").exists():
-            out.append((child, json.loads(child.join("trial.json").read_text())))
+        info = child.join(record.TRIAL_FILE)
+        if child.name.startswith(record.CHECKPOINT_PREFIX) and info.exists():
+            out.append((child, TrialRecord.from_text(info.read_text(), info.path)))
     return out
 
 
 def is_trial_dir(loc: Location) -> bool:
-    return loc.join("params.json").exists()
+    return loc.join(record.PARAMS_FILE).exists()
 
 
 def trial_dirs(sweep: Location) -> list[tuple[str, Location]]:
@@ -160,30 +196,31 @@ def _chosen(values: list[float | None], scope: str, mode: str) -> int | None:
 
 def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total: int | None,
               status: str | None = None, scope: str = "all") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    config = json.loads(trial.join("params.json").read_text())
+    params = trial.join(record.PARAMS_FILE)
+    config = record.params_from_text(params.read_text(), params.path)
     epochs = _read_epochs(trial)
     total = epochs_total or config.get("train", {}).get("epochs")
-    final = epochs[-1] if epochs else {}
+    last = epochs[-1] if epochs else {}
     # The chosen checkpoint is what ensembling and export use, so the row's best.* metrics are
     # that checkpoint's epoch. With scope all it is the best checkpoint by the metric (ties go
     # to the later epoch: Tune keeps the newer of tied checkpoints); with any other scope the
     # trial is judged by its last epochs, and the last checkpoint is the one used. Without
     # checkpoints, the epoch of the log that the same rule picks.
-    ckpts = sorted(_checkpoints(trial), key=lambda c: c[1].get("epoch", 0))
-    pick = _chosen([info.get("metrics", {}).get(metric) for _, info in ckpts], scope, mode)
+    ckpts = sorted(_checkpoints(trial), key=lambda c: c[1].epoch)
+    pick = _chosen([info.metrics.get(metric) for _, info in ckpts], scope, mode)
     best_ckpt = ckpts[pick] if pick is not None else None
     if best_ckpt is not None:
-        best = next((row for row in reversed(epochs) if row.get("epoch") == best_ckpt[1].get("epoch")), None)
+        chosen = next((row for row in reversed(epochs) if row.get(record.EPOCH) == best_ckpt[1].epoch), None)
     else:
         pick = _chosen([row.get(metric) for row in epochs], scope, mode)
-        best = epochs[pick] if pick is not None else None
-    error_file = trial.join("error.txt")
+        chosen = epochs[pick] if pick is not None else None
+    error_file = trial.join(record.ERROR_FILE)
     error_text = error_file.read_text() if error_file.exists() else ""
     # error.txt stays after a retry succeeds, so a finished run wins over a recorded failure.
     if status is None:
-        if final.get("diverged"):
+        if last.get(record.DIVERGED):
             status = "DIVERGED"
-        elif final and total and final.get("epoch") == total:
+        elif last and total and last.get(record.EPOCH) == total:
             status = "TERMINATED"
         elif error_text:
             status = "ERROR"
@@ -192,30 +229,30 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
     error = error_text[-2000:] if status == "ERROR" else None
     row: dict[str, Any] = {
         "run": run,
-        "trial_id": final.get("trial_id") or trial.name,
+        "trial_id": last.get(record.TUNE_TRIAL_ID) or trial.name,
         "trial_name": trial.name,
         "status": status,
-        "epochs_run": int(final.get("epoch", 0)) if final else 0,
-        "best_epoch": int(best["epoch"]) if best else None,
+        "epochs_run": int(last.get(record.EPOCH, 0)) if last else 0,
+        "best_epoch": int(chosen[record.EPOCH]) if chosen else None,
         # What the sweep ranks trials by: the metric over the epochs the scope names.
         "score": scope_score([e.get(metric) for e in epochs], scope, mode),
-        "node_ip": final.get("node_ip"),
-        "node_id": final.get("node_id"),
-        "wall_time_s": final.get("time_total_s"),
+        "node_ip": last.get(record.TUNE_NODE_IP),
+        "node_id": last.get(record.NODE_ID),
+        "wall_time_s": last.get(record.TUNE_TIME_TOTAL),
         "best_checkpoint": posixpath.relpath(best_ckpt[0].path, trial.path) if best_ckpt else None,
         "error": error,
         "failures": error_text.count("Failure #"),
-        # Per-class accuracy of the best checkpoint, as JSON lists indexed by label.
-        "best.val/per_class": json.dumps(best_ckpt[1].get("val_per_class")) if best_ckpt else None,
-        "best.test/per_class": json.dumps(best_ckpt[1].get("test_per_class")) if best_ckpt else None,
     }
-    for key in ("val/top1", "val/top5", "val/loss", "test/top1", "test/top5", "test/loss", "train/loss",
-                "sparsity"):
-        row[f"best.{key}"] = best.get(key) if best else None
-        row[f"final.{key}"] = final.get(key) if final else None
-    for key in SIZE_KEYS:
-        row[key] = final.get(key) if final else None
-    row.update({k: v for k, v in final.items() if k.startswith("latency_ms_b")})
+    # Per-class accuracy of the best checkpoint, as JSON lists indexed by label.
+    for split in record.EVAL_SPLITS:
+        per_class = best_ckpt[1].per_class.get(split) if best_ckpt else None
+        row[best_column(record.metric_key(split, "per_class"))] = json.dumps(per_class) if best_ckpt else None
+    for key in SUMMARY_METRICS:
+        row[best_column(key)] = chosen.get(key) if chosen else None
+        row[final_column(key)] = last.get(key) if last else None
+    for key in record.SIZE_KEYS:
+        row[key] = last.get(key) if last else None
+    row.update({k: v for k, v in last.items() if record.is_latency_key(k)})
     row.update(flatten(config, "config."))
     epoch_rows = [{"run": run, "trial_id": row["trial_id"], "trial_name": trial.name,
                    **{k: v for k, v in e.items() if k not in ("config",) and not isinstance(v, (dict, list))}}
@@ -230,9 +267,10 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
 
 
-def collect(sweep_uri: str, *, metric: str = "val/top1", mode: str = "max", scope: str = "all",
+def collect(sweep_uri: str, *, metric: str = record.DEFAULT_METRIC, mode: str = "max", scope: str = "all",
             statuses: dict[str, str] | None = None) -> tuple[pa.Table, pa.Table]:
-    """Read every trial of the sweep at ``sweep_uri`` and write its two Parquet tables."""
+    """Read every trial of the sweep at ``sweep_uri`` and write its Parquet tables (trials,
+    epochs, and configs: one row per configuration over its seeds and folds)."""
     sweep = Location.parse(sweep_uri)
     if not sweep.is_dir():
         raise DataError(f"no sweep directory at {sweep_uri}", fix="pass the directory `skelray sweep run` printed")
@@ -242,10 +280,11 @@ def collect(sweep_uri: str, *, metric: str = "val/top1", mode: str = "max", scop
                                     status=(statuses or {}).get(trial.name), scope=scope)
         trials.append(row)
         epochs += epoch_rows
+    trials, configs = aggregate(trials, mode=mode)
     trials_t, epochs_t = _table(trials), _table(epochs)
     out = sweep.join(RESULTS_DIR)
     out.fs.create_dir(out.path, recursive=True)
-    for name, table in (("trials", trials_t), ("epochs", epochs_t)):
+    for name, table in (("trials", trials_t), ("epochs", epochs_t), ("configs", _table(configs))):
         # Write beside, then move: a reader never sees half a table.
         tmp = out.join(f".{name}.parquet.tmp")
         pq.write_table(table, tmp.path, filesystem=out.fs)
@@ -253,10 +292,9 @@ def collect(sweep_uri: str, *, metric: str = "val/top1", mode: str = "max", scop
     return trials_t, epochs_t
 
 
-def collect_as_run(sweep_uri: str, state: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
+def collect_as_run(sweep_uri: str, state: SweepState) -> tuple[pa.Table, pa.Table]:
     """``collect`` with the metric, mode and scope the sweep ran with (from its state file)."""
-    return collect(sweep_uri, metric=state.get("metric", "val/top1"), mode=state.get("mode", "max"),
-                   scope=state.get("scope", "all"))
+    return collect(sweep_uri, metric=state.metric, mode=state.mode, scope=state.scope)
 
 
 def read_results(sweep_uri: str) -> tuple[pa.Table, pa.Table]:
@@ -269,7 +307,13 @@ def read_results(sweep_uri: str) -> tuple[pa.Table, pa.Table]:
             pq.read_table(res.join("epochs.parquet").path, filesystem=res.fs))
 
 
-def sweep_state(sweep: Location) -> dict[str, Any]:
-    """The sweep's ``sweep_state.json`` (the runner writes it): metric, mode, scope, runs."""
-    path = sweep.join("sweep_state.json")
-    return json.loads(path.read_text()) if path.exists() else {}
+def sweep_state(sweep: Location) -> SweepState:
+    """The sweep's ``sweep_state.json`` (the runner writes it): metric, mode, scope, runs; the
+    defaults for a folder without one; a DataError naming the file when it is corrupt."""
+    path = sweep.join(record.SWEEP_STATE_FILE)
+    return SweepState.from_text(path.read_text(), path.path) if path.exists() else SweepState()
+
+
+def write_sweep_state(sweep: Location, state: SweepState) -> None:
+    """Replace the sweep's ``sweep_state.json`` atomically (``Location.write_text``)."""
+    sweep.join(record.SWEEP_STATE_FILE).write_text(state.to_text())

@@ -4,6 +4,7 @@ A sweep lives in one folder, ``<storage>/<name>/``:
 
   sweep.yaml          the spec as run (resume reads it back)
   sweep_state.json    metric, mode, scope, the runs so far, whether the last one finished
+                      (a ``skelray.record.SweepState``, replaced atomically at every change)
   run-0/ run-1/ ...   one Tune experiment per `run` / `--more`, one folder per trial
   results/            trials.parquet and epochs.parquet (see skelray.sweep.results)
   wandb/              offline W&B runs, when storage is local
@@ -11,8 +12,6 @@ A sweep lives in one folder, ``<storage>/<name>/``:
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +20,10 @@ import yaml
 from rich.console import Console
 
 from skelray.errors import ConfigError
-from skelray.sweep.results import Location, collect, sweep_state
+from skelray.record import SWEEP_STATE_FILE, SweepState
+from skelray.runtime import start_ray
+from skelray.sweep.results import Location, collect, sweep_state, write_sweep_state
 
-STATE_FILE = "sweep_state.json"
 SPEC_FILE = "sweep.yaml"
 
 
@@ -39,35 +39,10 @@ def default_storage() -> str:
     return os.path.abspath(os.environ.get("SKELRAY_STORAGE", "runs"))
 
 
-def start_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` or start an embedded local Ray. Returns True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    # Tune warns whenever trials checkpoint faster than every 5 s, which tiny sweeps always do.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # "local" always starts a private instance; a bare init() would silently join any
-        # cluster `ray start` left running on this machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
-    return True
-
-
-def _write_text(loc: Location, text: str) -> None:
-    loc.fs.create_dir(os.path.dirname(loc.path), recursive=True)
-    with loc.fs.open_output_stream(loc.path) as f:
-        f.write(text.encode())
-
-
-def _state(spec, runs: list[str], *, finished: bool) -> dict[str, Any]:
+def _state(spec, runs: list[str], *, finished: bool) -> SweepState:
     """What ``sweep_state.json`` records: the runs so far and how trials are ranked."""
-    return {"name": spec.name, "metric": spec.metric, "mode": spec.mode, "scope": spec.scope,
-            "runs": runs, "finished": finished}
+    return SweepState(name=spec.name, metric=spec.metric, mode=spec.mode, scope=spec.scope, runs=runs,
+                      finished=finished)
 
 
 class _TrialNamer:
@@ -138,7 +113,7 @@ def _finish(spec, sweep: Location, runs: list[str], console: Console) -> SweepOu
 
     shutdown_caches()
     trials, _ = collect(spec_storage_uri(sweep), metric=spec.metric, mode=spec.mode, scope=spec.scope)
-    _write_text(sweep.join(STATE_FILE), json.dumps(_state(spec, runs, finished=True)))
+    write_sweep_state(sweep, _state(spec, runs, finished=True))
     errored = sum(1 for s in trials.column("status").to_pylist() if s == "ERROR") if trials.num_rows else 0
     console.print(f"sweep [bold]{spec.name}[/]: {trials.num_rows} trials, {errored} errored; "
                   f"results in {spec_storage_uri(sweep)}")
@@ -159,15 +134,15 @@ def run_sweep(spec, *, address: str | None = None, storage: str | None = None,
     console = console or Console()
     root = storage or spec.storage or default_storage()
     sweep = Location.parse(root).join(spec.name)
-    if sweep.join(STATE_FILE).exists() or sweep.join("run-0").exists():
+    if sweep.join(SWEEP_STATE_FILE).exists() or sweep.join("run-0").exists():
         raise ConfigError(f"a sweep named '{spec.name}' already exists at {spec_storage_uri(sweep)}",
                           where="name", fix="resume it with `skelray sweep resume DIR` (add `--more N` to extend it), "
                           "or choose another name or --storage")
     started = start_ray(address)
     try:
         _check_cluster(spec)
-        _write_text(sweep.join(SPEC_FILE), yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        _write_text(sweep.join(STATE_FILE), json.dumps(_state(spec, ["run-0"], finished=False)))
+        sweep.join(SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        write_sweep_state(sweep, _state(spec, ["run-0"], finished=False))
         _tuner(spec, sweep, "run-0", console=console).fit()
         return _finish(spec, sweep, ["run-0"], console)
     finally:
@@ -200,12 +175,12 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
     console = console or Console()
     sweep, spec = load_sweep_dir(sweep_dir)
     state = sweep_state(sweep)
-    runs: list[str] = state.get("runs", ["run-0"])
+    runs = list(state.runs)
     started = start_ray(address)
     try:
         _check_cluster(spec)
         last = sweep.join(runs[-1])
-        if not state.get("finished") and tune.Tuner.can_restore(spec_storage_uri(last)):
+        if not state.finished and tune.Tuner.can_restore(spec_storage_uri(last)):
             from skelray.sweep.tracking import prepare_env
 
             prepare_env(spec)
@@ -216,7 +191,7 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
         if more > 0:
             run = f"run-{len(runs)}"
             runs.append(run)
-            _write_text(sweep.join(STATE_FILE), json.dumps(_state(spec, runs, finished=False)))
+            write_sweep_state(sweep, _state(spec, runs, finished=False))
             console.print(f"adding {more} samples to sweep {spec.name} as {run}")
             more_spec, samples, offset = _more_spec(spec, more, len(runs) - 1)
             _tuner(more_spec, sweep, run, num_samples=samples, seed_offset=offset, console=console).fit()
@@ -235,10 +210,10 @@ def _more_spec(spec, more: int, run_index: int):
     repeat earlier draws. A grid has nothing new to draw, so ``more`` replicates it with new
     training seeds: ``--more 2`` on a 4-point grid adds 8 trials, seeds ``1000k`` and ``1000k+1``.
     """
-    from skelray.sweep.leaves import Leaf
+    from skelray.sweep.leaves import Grid
 
     if spec.searcher_type == "grid" and "train.seed" not in spec.search:
         base = spec.train.seed + 1000 * run_index
-        search = {**spec.search, "train.seed": Leaf(kind="grid", values=tuple(range(base, base + more)))}
+        search = {**spec.search, "train.seed": Grid(tuple(range(base, base + more)))}
         return spec.model_copy(update={"search": search, "num_samples": 1}), 1, 0
     return spec, more, 1000 * run_index

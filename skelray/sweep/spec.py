@@ -8,6 +8,11 @@ documents the ``search:`` leaves and ``wandb_format.py`` the W&B sweep files.
 Strings may use ``${ENV}`` or ``${ENV:-default}``; an unset variable is an error naming the key,
 so ``data: {path: ${SKELRAY_UCLA}}`` makes the data folder a run-time argument (the CLI's
 ``--data PATH`` overrides ``data.path`` instead).
+
+``load_sweep`` is the top of the loading side and calls each step once, downwards: ``_source``
+(read, overrides, env), ``wandb_format`` (convert a W&B file), ``leaves.parse_search`` (the
+search leaves), pydantic (the sections), ``_validate.check_spec`` (every cross-field check).
+None of those calls back into this module: the checks read the spec's fields only.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from skelray.config import DataSpec, ModelSpec, Problems, TrainSpec, TrialConfig
 from skelray.config import Section as _Section
 from skelray.sweep import _source, _validate
 from skelray.sweep._naming import trial_name as trial_name_from
+from skelray.sweep._tree import with_values
 from skelray.sweep._validate import check_resources  # noqa: F401  (re-exported: the runner imports it here)
-from skelray.sweep.leaves import Leaf, deep_merge, get_path, parse_search, set_path
+from skelray.sweep.leaves import Grid, Leaf, grid_trials, parse_search
 from skelray.sweep.wandb_format import convert_wandb, is_wandb_format
 
 
@@ -136,18 +142,13 @@ class SweepSpec(_Section):
     # -- trial configs -----------------------------------------------------------------------
     def base_config(self) -> dict[str, Any]:
         """The unsearched trial config (data/model/train) as plain, JSON-friendly dicts."""
-        return {k: getattr(self, k).model_dump(mode="json") for k in ("data", "model", "train")}
+        return {k: getattr(self, k).model_dump(mode="json") for k in TrialConfig.model_fields}
 
     def merged_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Base config with ``overrides`` applied: a nested config (as Tune gives a trial) or
-        ``{"model.kwargs.pa_count": 3}``; mapping values merge into the sub-tree they replace."""
-        config = self.base_config()
-        for path, value in _flat_items(overrides or {}):
-            if path.split(".")[0] not in config:
-                continue  # keys the runner may add beside data/model/train (e.g. wandb) are not ours
-            current = get_path(config, path, None)
-            set_path(config, path, deep_merge(current, value) if isinstance(current, Mapping) else value)
-        return config
+        ``{"model.kwargs.pa_count": 3}``; mapping values merge into the sub-tree they replace.
+        Keys beside data/model/train (the runner may add e.g. wandb) are not ours and left out."""
+        return with_values(self.base_config(), overrides or {})
 
     def trial_config(self, overrides: Mapping[str, Any] | None = None) -> TrialConfig:
         """The typed data/model/train view of one trial; errors name the config path."""
@@ -158,9 +159,6 @@ class SweepSpec(_Section):
         return trial_name_from(self.search, self.base_config(), config)
 
 
-_TRIAL_SECTIONS = ("data", "model", "train")
-
-
 def trial_name(config: Mapping[str, Any], spec: SweepSpec | None = None) -> str:
     """A trial's name. With ``spec``: from its searched paths (pass Tune's ``trial.config``).
     Without: every key of a flat overrides dict such as Tune's ``trial.evaluated_params``
@@ -168,10 +166,20 @@ def trial_name(config: Mapping[str, Any], spec: SweepSpec | None = None) -> str:
     if spec is not None:
         return spec.trial_name(config)
     flat = {str(k).replace("/", "."): v for k, v in config.items()}
-    if set(flat) >= set(_TRIAL_SECTIONS):
+    if set(flat) >= set(TrialConfig.model_fields):
         raise ValueError("trial_name got a whole trial config without its spec; pass spec=, or "
                          "the searched values only (trial.evaluated_params)")
-    return trial_name_from(dict.fromkeys(flat, Leaf(kind="grid", values=(None,))), {}, flat)
+    return trial_name_from(dict.fromkeys(flat, Grid((None,))), {}, flat)
+
+
+def grid_size(spec: SweepSpec) -> int:
+    """Trials one sample expands to: the product of the grid leaves' lengths."""
+    return grid_trials(spec.search.values())
+
+
+def count_trials(spec: SweepSpec, num_samples: int | None = None) -> int:
+    """How many trials Tune will start (grid product times samples)."""
+    return grid_size(spec) * (num_samples or spec.samples)
 
 
 def _leaves_or_raise(v: Any, where: str) -> Any:
@@ -182,20 +190,6 @@ def _leaves_or_raise(v: Any, where: str) -> Any:
     if problems:
         raise ValueError("; ".join(str(p) for p in problems.items))
     return leaves
-
-
-def _flat_items(overrides: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Dotted keys stay as they are; nested sections are walked down to their leaves, except
-    under ``model.kwargs`` where a mapping value is itself a kwarg."""
-    out: list[tuple[str, Any]] = []
-    for key, value in overrides.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and "." not in str(key) and path != "model.kwargs" \
-                and not path.startswith("model.kwargs."):
-            out.extend(_flat_items(value, path))
-        else:
-            out.append((path, value))
-    return out
 
 
 def load_sweep(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,

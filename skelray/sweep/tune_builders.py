@@ -1,4 +1,6 @@
-"""The Ray Tune objects a sweep needs: searcher, scheduler, TuneConfig, per-trial resources.
+"""The Ray Tune objects a sweep needs: param space, searcher, scheduler, TuneConfig, per-trial
+resources. The top of the Tune side: it reads the ``SweepSpec`` and hands its leaves and base
+config down to ``space`` (which asks each leaf for its Tune domain or Optuna suggestion).
 
 Metric and mode go to ``TuneConfig`` only, and schedulers get them from there: Ray refuses a
 scheduler that was given its own metric/mode when TuneConfig has them too. The one exception
@@ -21,8 +23,9 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 
-from skelray.sweep.leaves import get_path, set_path
-from skelray.sweep.space import build_param_space, optuna_space, to_domain
+from skelray.sweep._tree import get_path, set_path
+from skelray.sweep.leaves import Leaf
+from skelray.sweep.space import OptunaSpace, param_space
 
 if TYPE_CHECKING:
     from skelray.sweep.spec import SweepSpec
@@ -31,6 +34,27 @@ TIME_ATTR = "training_iteration"  # the trial reports once per epoch, so iterati
 
 __all__ = ["TIME_ATTR", "TargetStopper", "build_param_space", "build_scheduler", "build_search_alg",
            "build_stopper", "build_tune_config", "trial_resources"]
+
+
+def build_param_space(spec: SweepSpec, seed_offset: int = 0) -> dict[str, Any]:
+    """``Tuner(param_space=...)``: the full trial config with Tune domains at searched paths.
+
+    With the optuna searcher the space lives in the searcher (``build_search_alg``), so this
+    holds constants only: Tune refuses domains in both places. ``seed_offset`` moves
+    ``train.seed`` so extra samples of a resumed sweep do not repeat earlier seeds.
+    """
+    search, base = _seeded(spec, seed_offset)
+    return base if spec.searcher_type == "optuna" else param_space(search, base)
+
+
+def _seeded(spec: SweepSpec, offset: int) -> tuple[dict[str, Leaf], dict[str, Any]]:
+    """The search leaves and base config with ``train.seed`` moved by ``offset``."""
+    base = spec.base_config()
+    base["train"]["seed"] += offset
+    search = dict(spec.search)
+    if "train.seed" in search:
+        search["train.seed"] = search["train.seed"].shifted(offset)
+    return search, base
 
 
 def build_search_alg(spec: SweepSpec, seed_offset: int = 0) -> Searcher | SearchAlgorithm | None:
@@ -47,9 +71,8 @@ def build_search_alg(spec: SweepSpec, seed_offset: int = 0) -> Searcher | Search
         return BasicVariantGenerator(random_state=seed, max_concurrent=limit or 0)
     from ray.tune.search.optuna import OptunaSearch
 
-    searcher: Searcher = OptunaSearch(space=optuna_space(spec, seed_offset), metric=spec.metric,
-                                      mode=spec.mode,
-                                      seed=seed)
+    searcher: Searcher = OptunaSearch(space=OptunaSpace(*_seeded(spec, seed_offset)), metric=spec.metric,
+                                      mode=spec.mode, seed=seed)
     return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
 
 
@@ -85,15 +108,12 @@ def build_scheduler(spec: SweepSpec) -> TrialScheduler:
 
 
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
-    """PBT's nested ``hyperparam_mutations``: lists for grid/choice (PBT steps to a neighbour),
-    Tune domains for ranges (PBT resamples or scales by 0.8/1.2)."""
+    """PBT's nested ``hyperparam_mutations``: each leaf's ``pbt_mutation`` (a list PBT steps
+    through for grid/choice, else a Tune domain PBT resamples or scales by 0.8/1.2)."""
     out: dict[str, Any] = {}
     base = spec.base_config()
     for path, leaf in (spec.scheduler.hyperparam_mutations or {}).items():
-        if leaf.kind in ("grid", "choice"):
-            set_path(out, path, list(leaf.values))
-        else:
-            set_path(out, path, to_domain(leaf, path, get_path(base, path, None)))
+        set_path(out, path, leaf.pbt_mutation(path, get_path(base, path, None)))
     return out
 
 

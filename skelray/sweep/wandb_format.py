@@ -16,7 +16,10 @@ What maps to what:
 - ``parameters``: a dotted name (``model.kwargs.pa_count``) is a config path; a nested
   ``parameters`` block prefixes its names with its own (``model: {parameters: {name: ...}}``);
   a bare name is looked up in ``BARE_NAMES``. ``value`` sets the base config, ``values``
-  becomes grid (method grid) or choice, and each ``distribution`` the leaf in ``_leaf``.
+  becomes grid (method grid) or choice, and each ``distribution`` the leaf in ``_leaf``,
+  written in the leaf's own YAML form. Under method grid, ``int_uniform`` runs every integer
+  from min to max and ``q_uniform`` every multiple of q in [min, max] (the values the same
+  parameter can take under random or bayes).
 - skelray settings W&B has no words for (data, resources, storage, checkpoint, ...) go in a
   constant parameter, which keeps the file valid against W&B's schema::
 
@@ -31,19 +34,38 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from skelray.config import TrialConfig
 from skelray.config._problems import Problems, unknown_key_fix
+from skelray.sweep._tree import deep_merge, set_path
 from skelray.sweep._wandb_schema import (
     EXTENSION,
     GOALS,
     METHODS,
     distribution_of,
-    is_number,
     validate_wandb,
 )
-from skelray.sweep.leaves import deep_merge, set_path
+from skelray.sweep.leaves import (
+    Beta,
+    Choice,
+    Grid,
+    Leaf,
+    LogNormal,
+    LogUniform,
+    Normal,
+    QBeta,
+    QLogNormal,
+    QLogUniform,
+    QNormal,
+    QUniform,
+    RandInt,
+    Uniform,
+    grid_trials,
+    parse_search,
+    quantized_grid,
+)
 
 # W&B parameter names people use -> skelray config paths.
 BARE_NAMES = {
@@ -59,7 +81,9 @@ BARE_NAMES = {
     "mirror": "data.mirror", "mirror_tta": "model.kwargs.mirror_tta",
     "stream": "data.stream", "frames": "data.frames", "layout": "data.layout", "persons": "data.persons",
 }
-SECTIONS = ("data", "model", "train")
+SECTIONS = tuple(TrialConfig.model_fields)  # a dotted parameter name starts with one of these
+
+
 def is_wandb_format(raw: Mapping[str, Any]) -> bool:
     """W&B files have ``method``/``parameters``; native ones never do."""
     return "method" in raw or "parameters" in raw
@@ -109,7 +133,7 @@ def convert_wandb(raw: Mapping[str, Any], problems: Problems,
         derived["scheduler"] = _asha(raw["early_terminate"])
     if "run_cap" in raw:
         if method == "grid":
-            size = math.prod(len(leaf["grid"]) for leaf in search.values() if "grid" in leaf)
+            size = grid_trials(parse_search(search, Problems()).values())  # load_sweep reports its problems
             if raw["run_cap"] < size:
                 problems.add("run_cap",
                              f"{raw['run_cap']} is below the grid's {size} runs; Ray Tune runs a grid whole",
@@ -156,31 +180,30 @@ def _convert_params(params: Mapping[str, Any], prefix: str, where: str, method: 
         if dist == "constant":
             constants[path] = p["value"]
             continue
-        leaf = _leaf(dist or "", p, method, at, problems)
+        leaf = _leaf(dist, p, method, at, problems)
         if leaf is not None:
             search[path] = leaf
 
 
 def _leaf(dist: str, p: Mapping[str, Any], method: str, at: str, problems: Problems) -> dict[str, Any] | None:
-    """The native leaf for one W&B distribution (see leaves.py for the native kinds)."""
+    """The native leaf for one W&B distribution, in its YAML form (see leaves.py for the kinds).
+    ``validate_wandb`` has checked that the keys each distribution needs are numbers."""
     lo, hi, q = p.get("min"), p.get("max"), p.get("q", 1)
     mu, sigma, a, b = p.get("mu", 0.0), p.get("sigma", 1.0), p.get("a", 1.0), p.get("b", 1.0)
     if dist in ("categorical", "categorical_w_probabilities"):
+        values = tuple(p["values"])
         if method == "grid":
-            return {"grid": list(p["values"])}
-        leaf: dict[str, Any] = {"choice": list(p["values"])}
-        if "probabilities" in p:
-            if len(p["probabilities"]) != len(p["values"]):
-                problems.add(f"{at}.probabilities", "needs one probability per value", "match the lengths")
-                return None
-            leaf["weights"] = list(p["probabilities"])
-        return leaf
+            return Grid(values).to_yaml()
+        weights = p.get("probabilities")
+        if weights is not None and len(weights) != len(values):
+            problems.add(f"{at}.probabilities", "needs one probability per value", "match the lengths")
+            return None
+        return Choice(values, None if weights is None else tuple(weights)).to_yaml()
     if method == "grid":
         if dist == "int_uniform":
-            return {"grid": list(range(lo, hi + 1))}
+            return Grid(tuple(range(lo, hi + 1))).to_yaml()
         if dist == "q_uniform":
-            steps = math.floor((hi - lo) / q + 1e-9)
-            return {"grid": [_round(lo + i * q) for i in range(steps + 1)]}
+            return Grid(tuple(quantized_grid(lo, hi, q))).to_yaml()
         problems.add(f"{at}.distribution", f"grid cannot enumerate {dist}",
                      "list values, use int_uniform or q_uniform, or method random/bayes")
         return None
@@ -191,32 +214,23 @@ def _leaf(dist: str, p: Mapping[str, Any], method: str, at: str, problems: Probl
     if (a <= 0 or b <= 0) and dist in ("beta", "q_beta"):
         problems.add(f"{at}.a", "beta needs a > 0 and b > 0", "use positive shape parameters")
         return None
-    table: dict[str, dict[str, Any]] = {
-        "int_uniform": {"randint": [lo, (hi or 0) + 1]},  # W&B includes max, Tune's randint does not
-        "uniform": {"uniform": [lo, hi]},
-        "q_uniform": {"quniform": [lo, hi, q]},
-        "log_uniform": {"loguniform": [_exp(lo), _exp(hi)]},  # W&B bounds here are natural logs
-        "log_uniform_values": {"loguniform": [lo, hi]},
-        "q_log_uniform": {"qloguniform": [_exp(lo), _exp(hi), q]},
-        "q_log_uniform_values": {"qloguniform": [lo, hi, q]},
+    leaves: dict[str, Callable[[], Leaf]] = {
+        "int_uniform": lambda: RandInt(lo, hi + 1),  # W&B includes max, randint does not
+        "uniform": lambda: Uniform(lo, hi),
+        "q_uniform": lambda: QUniform(lo, hi, q),
+        "log_uniform": lambda: LogUniform(math.exp(lo), math.exp(hi)),  # W&B bounds here are natural logs
+        "log_uniform_values": lambda: LogUniform(lo, hi),
+        "q_log_uniform": lambda: QLogUniform(math.exp(lo), math.exp(hi), q),
+        "q_log_uniform_values": lambda: QLogUniform(lo, hi, q),
         # log(1/X) ~ U(min, max) means X is log-uniform on [e^-max, e^-min] ...
-        "inv_log_uniform": {"loguniform": [_exp(-(hi or 0)), _exp(-(lo or 0))]},
+        "inv_log_uniform": lambda: LogUniform(math.exp(-hi), math.exp(-lo)),
         # ... and log(1/X) ~ U(log 1/max, log 1/min) is X log-uniform on [min, max].
-        "inv_log_uniform_values": {"loguniform": [lo, hi]},
-        "normal": {"normal": [mu, sigma]}, "q_normal": {"qnormal": [mu, sigma, q]},
-        "log_normal": {"lognormal": [mu, sigma]}, "q_log_normal": {"qlognormal": [mu, sigma, q]},
-        "beta": {"beta": [a, b]}, "q_beta": {"qbeta": [a, b, q]},
+        "inv_log_uniform_values": lambda: LogUniform(lo, hi),
+        "normal": lambda: Normal(mu, sigma), "q_normal": lambda: QNormal(mu, sigma, q),
+        "log_normal": lambda: LogNormal(mu, sigma), "q_log_normal": lambda: QLogNormal(mu, sigma, q),
+        "beta": lambda: Beta(a, b), "q_beta": lambda: QBeta(a, b, q),
     }
-    return table[dist]
-
-
-def _exp(x: Any) -> float:
-    return math.exp(x) if is_number(x) else float("nan")
-
-
-def _round(x: float) -> float | int:
-    r = round(x, 12)
-    return int(r) if float(r).is_integer() else r
+    return leaves[dist]().to_yaml()
 
 
 def _asha(et: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from skelray.config import DataSpec
 from skelray.errors import DataError
 from skelray.train.loop import Split
 
@@ -88,7 +88,7 @@ def _holdout(ids: list[int], labels: np.ndarray, fraction: float, seed: int,
     return sorted(kept), sorted(held)
 
 
-def _read_source(data: Any):
+def _read_source(data: DataSpec):
     """The whole dataset named by a data spec, as ``(sequences, splits, layout, class_names)``."""
     fmt = data.format
     if fmt == "synthetic":
@@ -112,7 +112,7 @@ def _read_source(data: Any):
     return ds.sequences, ds.splits, ds.layout, ds.class_names
 
 
-def load_splits(data: Any) -> DataBundle:
+def load_splits(data: DataSpec) -> DataBundle:
     """Read a data spec's train, val and test splits.
 
     ``data.split.val`` names a split, or is null: then a stratified ``VAL_FRACTION`` of the
@@ -150,7 +150,7 @@ def load_splits(data: Any) -> DataBundle:
                       num_classes, int(clips[0].shape[-1]), list(class_names or []))
 
 
-def data_key(data: Any) -> str:
+def data_key(data: DataSpec) -> str:
     """A short stable key for a data spec: trials with the same key share the node's copy.
 
     Frame count, stream and persons are applied per batch, so they are not part of the key.
@@ -171,8 +171,6 @@ def _cache_actor_class():
             self.loads = 0
 
         def get(self, data_json: str) -> list:
-            from skelray.config import DataSpec
-
             data = DataSpec.model_validate_json(data_json)
             key = data_key(data)
             if key not in self._refs:
@@ -192,7 +190,7 @@ def cache_actor_name(node_id: str) -> str:
     return f"skelray-data-{node_id}"
 
 
-def node_splits(data: Any) -> DataBundle:
+def node_splits(data: DataSpec) -> DataBundle:
     """This node's shared copy of the data (loading it if no trial here has yet)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -50,15 +50,35 @@ def batches(split: Split, pp: Preprocess, batch_size: int, *, train: bool,
         yield torch.from_numpy(x), torch.from_numpy(split.labels[idx].astype(np.int64))
 
 
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Parameters that get no weight decay: biases and norm weights (1-d), sparsity mask
+    scores, and what a module lists in its ``NO_WEIGHT_DECAY`` class attribute (the learnable
+    adjacencies: HPI-GCN's ``pa`` matrices, ST-GCN's edge ``importance``).
+
+    The official ST-GCN and HPI-GCN code decays every parameter. skelray does not decay the
+    adjacency: decay pulls it towards the empty graph rather than towards the skeleton, and
+    without it PA count acts on the summed adjacency exactly as a learning-rate factor (every
+    matrix gets the same gradient), which is what the PA-count study compares against.
+    """
+    names: set[str] = set()
+    for mname, module in model.named_modules():
+        for pname in getattr(type(module), "NO_WEIGHT_DECAY", ()):
+            if isinstance(getattr(module, pname, None), nn.Parameter):
+                names.add(f"{mname}.{pname}" if mname else pname)
+    for pname, p in model.named_parameters():
+        if p.ndim <= 1 or "score" in pname.rsplit(".", 1)[-1]:
+            names.add(pname)
+    return names
+
+
 def make_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float = 0.9, nesterov: bool = True,
                    weight_decay: float = 5e-4) -> torch.optim.Optimizer:
-    # No weight decay on biases, norms and adjacency/score parameters: decaying them only
-    # shrinks the graph or the masks towards zero, which is not regularisation.
+    """SGD (Nesterov) or AdamW with ``weight_decay`` on every parameter but ``no_decay_names``."""
+    skip = no_decay_names(model)
     decay, no_decay = [], []
     for pname, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or "score" in pname or pname.endswith(".A") else decay).append(p)
+        if p.requires_grad:
+            (no_decay if pname in skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
@@ -83,8 +103,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, *, kind: str, epochs: int, s
         if kind == "step":
             epoch = step // max(1, steps_per_epoch)
             return gamma ** sum(epoch >= m for m in milestones)
-        if kind == "constant":
-            return 1.0
         raise ValueError(f"unknown schedule {kind!r}")
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

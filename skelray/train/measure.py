@@ -7,6 +7,8 @@ import time
 import torch
 from torch import nn
 
+from skelray import record
+
 
 @torch.inference_mode()
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, device: str = "cpu", repeats: int = 5,
@@ -28,27 +30,17 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, device: str = 
     return times[len(times) // 2]
 
 
-def inference_form(model: nn.Module) -> nn.Module:
-    """What export will ship: compacted when sparse, then fused."""
-    from skelray.models import fuse
-
-    try:
-        from skelray.sparsity import compact, is_sparse
-    except ImportError:  # sparsity not installed in this build
-        return fuse(model)
-    return fuse(compact(model)) if is_sparse(model) else fuse(model)
-
-
 def measure(model: nn.Module, sample_shape: tuple[int, ...], *, device: str = "cpu",
             batches: tuple[int, ...] = (1, 64)) -> dict[str, float]:
-    """Params and MACs per clip of the inference form, and its latency at each batch size."""
-    from skelray.models import profile
+    """Params and MACs per clip of the inference form (``skelray.models.inference_form``: what
+    export ships), and its latency at each batch size."""
+    from skelray.models import inference_form, profile
 
     deployed = inference_form(model).cpu()
     params, macs = profile(deployed, (1, *sample_shape))
-    out: dict[str, float] = {"params": float(params), "macs": float(macs)}
+    out: dict[str, float] = {record.PARAMS: float(params), record.MACS: float(macs)}
     for b in batches:
         # Fewer repeats at the large batch: it is slow on CPU and its median is already stable.
-        out[f"latency_ms_b{b}"] = latency_ms(deployed, (b, *sample_shape), device=device,
+        out[record.latency_key(b)] = latency_ms(deployed, (b, *sample_shape), device=device,
                                              repeats=5 if b < 16 else 3, warmup=1)
     return out

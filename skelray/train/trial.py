@@ -5,19 +5,19 @@ each epoch and resumes from a checkpoint directory when given one. ``tune_traina
 it for Tune (node-shared data, ``tune.report`` with a ``Checkpoint``, ``tune.get_checkpoint``).
 The plain-Python baseline of the overhead benchmark calls ``run_trial`` directly.
 
-A checkpoint directory holds:
+A checkpoint directory holds (the files and their records are defined in ``skelray.record``):
   state.pt      model / optimiser / schedule / torch RNG state (``torch.load(weights_only=True)``);
                 with ``train.ema_decay``, ``model`` is the averaged (evaluated) weights and
                 ``live_model`` the weights the optimiser is training
-  trial.json    epoch, NumPy RNG state, metrics of this epoch, sizes of the inference form
-  logits.npz    validation and test logits and labels of this epoch (for ensembling); test only
-                on the epochs ``train.test_every`` evaluates it
+  trial.json    a ``TrialRecord``: epoch, NumPy RNG state, metrics of this epoch, sizes of the
+                inference form, how to rebuild the model and feed it, per-class accuracy
+  logits.npz    a ``Logits``: validation and test logits and labels of this epoch (for
+                ensembling); test only on the epochs ``train.test_every`` evaluates it
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 import time
@@ -28,8 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from skelray import record
+from skelray.config import SparsitySpec, TrialConfig
 from skelray.data.transforms import Preprocess
+from skelray.errors import DataError
 from skelray.models import fuse
+from skelray.record import Logits, ModelRecord, TrialRecord
 from skelray.train.data import DataBundle, load_splits
 from skelray.train.loop import (
     WeightAverage,
@@ -46,7 +50,7 @@ from skelray.train.loop import (
 Report = Callable[[dict[str, Any], str], None]
 
 
-def _sparsity_hooks(model: torch.nn.Module, spec: Any):
+def _sparsity_hooks(model: torch.nn.Module, spec: SparsitySpec | None):
     """Wrap the model for trainable sparsity when the config asks for it. A model that is sparse
     by construction (the multi-level ensemble) gets the hooks without being wrapped again."""
     from skelray import sparsity
@@ -57,7 +61,7 @@ def _sparsity_hooks(model: torch.nn.Module, spec: Any):
     return model, (sparsity if sparsity.is_sparse(model) else None)
 
 
-def model_kwargs(cfg: Any) -> dict[str, Any]:
+def model_kwargs(cfg: TrialConfig) -> dict[str, Any]:
     """The model's own kwargs; ``model.sparsity.ensemble_levels`` become the ensemble's levels."""
     kwargs = dict(cfg.model.kwargs)
     spec = getattr(cfg.model, "sparsity", None)
@@ -66,62 +70,63 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
     return kwargs
 
 
-def build_model(cfg: Any, data: DataBundle) -> torch.nn.Module:
+def build_model(cfg: TrialConfig, data: DataBundle) -> torch.nn.Module:
     from skelray.models import create_model
 
     return create_model(cfg.model.name, num_classes=data.num_classes, layout=data.layout,
                         in_channels=data.in_channels, num_persons=cfg.data.persons, **model_kwargs(cfg))
 
 
-def describe(cfg: Any, data: DataBundle, pp: Preprocess) -> dict[str, Any]:
-    """Everything needed to rebuild the trained model and feed it, without the dataset."""
+def describe(cfg: TrialConfig, data: DataBundle, pp: Preprocess) -> TrialRecord:
+    """Everything needed to rebuild the trained model and feed it, without the dataset: the part
+    of every checkpoint's record that does not change from epoch to epoch."""
     sparsity = getattr(cfg.model, "sparsity", None)
-    return {
-        "model": {"name": cfg.model.name, "kwargs": model_kwargs(cfg), "num_classes": data.num_classes,
-                  "layout": data.layout, "in_channels": data.in_channels, "num_persons": cfg.data.persons,
-                  "sparsity": sparsity.model_dump(mode="json") if sparsity is not None else None},
-        "preprocess": dataclasses.asdict(pp),
-        "class_names": data.class_names,
-    }
+    model = ModelRecord(name=cfg.model.name, kwargs=model_kwargs(cfg), num_classes=data.num_classes,
+                        layout=data.layout, in_channels=data.in_channels, num_persons=cfg.data.persons,
+                        sparsity=sparsity.model_dump(mode="json") if sparsity is not None else None)
+    return TrialRecord(model=model, preprocess=dataclasses.asdict(pp), class_names=data.class_names)
 
 
-def _save(directory: Path, model, optimizer, schedule, rng: np.random.Generator, epoch: int,
-          metrics: dict, sizes: dict, logits: dict[str, np.ndarray], description: dict[str, Any],
+def _save(directory: Path, model, optimizer, schedule, info: TrialRecord, logits: Logits,
           average: WeightAverage | None = None) -> None:
     # ``model`` is always the evaluated weights: exports, ensembles and serving load that key.
     weights = {"model": average.module.state_dict(), "live_model": model.state_dict(),
                "average_updates": average.updates} if average else {"model": model.state_dict()}
-    torch.save({**weights, "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state()}, directory / "state.pt")
-    (directory / "trial.json").write_text(json.dumps(
-        {"epoch": epoch, "rng": rng.bit_generator.state, "metrics": metrics, "sizes": sizes, **description},
-        default=float))
-    np.savez(directory / "logits.npz", **logits)
+    torch.save({**weights, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "torch_rng": torch.get_rng_state()}, directory / record.WEIGHTS_FILE)
+    record.save_checkpoint_record(directory, info, logits)
 
 
-def model_from_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model of a checkpoint folder (eval mode, training form) and its trial.json."""
+def _load_state(directory: Path, device: str) -> dict[str, Any]:
+    path = directory / record.WEIGHTS_FILE
+    if not path.is_file():
+        raise DataError("does not exist", where=str(path),
+                        fix=f"pass a checkpoint folder a skelray trial wrote (with {record.WEIGHTS_FILE})")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def model_from_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, TrialRecord]:
+    """The trained model of a checkpoint folder (eval mode, training form) and its trial record."""
     from skelray.models import create_model
 
     directory = Path(directory)
-    info = json.loads((directory / "trial.json").read_text())
-    m = info["model"]
-    model = create_model(m["name"], num_classes=m["num_classes"], layout=m["layout"],
-                         in_channels=m["in_channels"], num_persons=m["num_persons"], **m["kwargs"])
-    if m.get("sparsity") and m["sparsity"].get("level") is not None:
+    info = record.load_checkpoint_record(directory)
+    m = info.require_model(str(directory / record.TRIAL_FILE))
+    model = create_model(m.name, num_classes=m.num_classes, layout=m.layout, in_channels=m.in_channels,
+                         num_persons=m.num_persons, **m.kwargs)
+    if m.sparsity_level is not None:
         from skelray import sparsity
 
-        s = m["sparsity"]
+        s = m.sparsity
         model = sparsity.sparsify(model, s["level"], granularity=s["granularity"], scope=s["scope"],
                                   schedule=s.get("schedule"))
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(_load_state(directory, "cpu")["model"])
     return model.eval(), info
 
 
-def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None = None,
+def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Report | None = None,
               resume_from: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """Train ``cfg`` (a ``skelray.sweep.spec.TrialConfig``) and return the last epoch's metrics."""
+    """Train ``cfg`` and return the last epoch's metrics (the keys of ``record.reported_metrics``)."""
     t = cfg.train
     seed_everything(t.seed)
     data = data if data is not None else load_splits(cfg.data)
@@ -144,16 +149,20 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
     average = WeightAverage(model, t.ema_decay) if t.ema_decay is not None else None
     start_epoch, sizes, metrics = 0, {}, {}
     if resume_from:
-        state = torch.load(Path(resume_from) / "state.pt", map_location=device, weights_only=True)
+        resumed = record.load_checkpoint_record(resume_from)
+        if resumed.rng is None:
+            raise DataError("has no NumPy RNG state ('rng'), so the run cannot be resumed",
+                            where=str(Path(resume_from) / record.TRIAL_FILE),
+                            fix="resume from a checkpoint a skelray trial wrote, or start the trial afresh")
+        state = _load_state(Path(resume_from), device)
         model.load_state_dict(state.get("live_model", state["model"]))
         if average is not None:
             average.load(state["model"], state.get("average_updates", 0))
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
-        info = json.loads((Path(resume_from) / "trial.json").read_text())
-        rng.bit_generator.state = info["rng"]
-        start_epoch, sizes = info["epoch"], info["sizes"]
+        rng.bit_generator.state = resumed.rng
+        start_epoch, sizes = resumed.epoch, resumed.sizes
     sample_shape = (cfg.data.persons, cfg.data.frames, len(data.splits["train"].clips[0][0, 0]),
                     data.in_channels)
     val, test = data.splits["val"], data.splits["test"]
@@ -177,34 +186,34 @@ def run_trial(cfg: Any, *, data: DataBundle | None = None, report: Report | None
         # them within 1e-4), 2-3x cheaper for multi-branch models.
         judged = evaluated if sparsity is not None else fuse(evaluated)
         last = epoch + 1 == t.epochs
-        logits = {"val_logits": predict(judged, val, pp_eval, batch_size=eval_bs, device=device),
-                  "val_labels": val.labels}
+        logits = Logits(predict(judged, val, pp_eval, batch_size=eval_bs, device=device), val.labels)
         if last or (epoch + 1) % t.test_every == 0:
-            logits.update(test_logits=predict(judged, test, pp_eval, batch_size=eval_bs, device=device),
-                          test_labels=test.labels)
+            logits.test_logits = predict(judged, test, pp_eval, batch_size=eval_bs, device=device)
+            logits.test_labels = test.labels
         del judged
         # Sizes and latency of the inference form: once for dense models (training does not
         # change them); for sparse ones again at the end, when the masks have settled.
         if not sizes or (last and sparsity is not None):
             sizes = _measure(model, sample_shape, device, tuple(t.latency_batches))
-        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - started,
-                   **{f"train/{k}": v for k, v in tr.items()}, **sizes}
-        evaluated_splits = [name for name in ("val", "test") if len(logits.get(f"{name}_labels", ()))]
-        for name in evaluated_splits:
-            metrics.update({f"{name}/{k}": v for k, v in
-                            metrics_from_logits(logits[f"{name}_logits"], logits[f"{name}_labels"]).items()})
+        metrics = {record.EPOCH: epoch + 1, record.LR: optimizer.param_groups[0]["lr"],
+                   record.EPOCH_TIME: time.perf_counter() - started,
+                   **{record.metric_key("train", k): v for k, v in tr.items()}, **sizes}
+        scored = {name: split for name in record.EVAL_SPLITS if (split := logits.split(name)) is not None}
+        for name, (split_logits, labels) in scored.items():
+            scores = metrics_from_logits(split_logits, labels)
+            metrics.update({record.metric_key(name, k): v for k, v in scores.items()})
         if sparsity is not None:
-            metrics["sparsity"] = float(sparsity.report(model, macs=False)["overall"])
-        per_class = {f"{name}_per_class": per_class_accuracy(logits[f"{name}_logits"], logits[f"{name}_labels"],
-                                                             data.num_classes)
-                     for name in evaluated_splits}
+            metrics[record.SPARSITY] = float(sparsity.report(model, macs=False)["overall"])
+        per_class = {name: per_class_accuracy(split_logits, labels, data.num_classes)
+                     for name, (split_logits, labels) in scored.items()}
         # A diverged run only burns compute: say so and stop (the results mark it DIVERGED).
         diverged = not np.isfinite(tr["loss"])
         if diverged:
-            metrics["diverged"] = 1
+            metrics[record.DIVERGED] = 1
+        info = dataclasses.replace(description, epoch=epoch + 1, rng=rng.bit_generator.state, metrics=metrics,
+                                   sizes=sizes, per_class=per_class)
         with tempfile.TemporaryDirectory(prefix="skelray-ckpt-") as tmp:
-            _save(Path(tmp), model, optimizer, schedule, rng, epoch + 1, metrics, sizes, logits,
-                  {**description, **per_class}, average)
+            _save(Path(tmp), model, optimizer, schedule, info, logits, average)
             if report is not None:
                 report(metrics, tmp)
         if diverged:
@@ -227,7 +236,6 @@ def tune_trainable(config: dict[str, Any]) -> None:
     """The function Ray Tune runs for each trial."""
     from ray import tune
 
-    from skelray.config import TrialConfig
     from skelray.train.data import node_splits
 
     cfg = TrialConfig.from_tune(config)
@@ -242,7 +250,8 @@ def tune_trainable(config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, Any], directory: str) -> None:
         # The node id, not just its IP: several nodes may share one machine.
-        tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(directory))
+        tune.report({**metrics, record.NODE_ID: node_id},
+                    checkpoint=tune.Checkpoint.from_directory(directory))
 
     if checkpoint is None:
         run_trial(cfg, data=node_splits(cfg.data), report=report, device="cuda" if use_gpu else "cpu")

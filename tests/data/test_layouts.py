@@ -114,3 +114,18 @@ def test_mirror_refuses_layouts_without_pairs_or_with_lopsided_bones():
                                  "edges": [[1, 0], [2, 0], [3, 1], [4, 0]], "center": 0})
     with pytest.raises(LayoutError, match=r"edge \(l_hand, l_arm\) has no mirror edge \(r_hand, r_arm\)"):
         lopsided.mirror()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_JOINTS))
+def test_to_dict_round_trips_through_layout_from_dict_and_json(name):
+    layout = get_layout(name)
+    doc = json.loads(json.dumps(layout.to_dict()))  # plain data: what a manifest or YAML file holds
+    back = layout_from_dict(doc, source="round trip")
+    assert back == layout and back.description == layout.description
+    assert (back.align_z, back.align_x) == (layout.align_z, layout.align_x)
+
+
+def test_to_dict_leaves_out_what_a_layout_does_not_set():
+    plain = layout_from_dict({"name": "pair", "joints": ["a", "b"], "edges": [["b", "a"]], "center": "a"})
+    assert plain.to_dict() == {"name": "pair", "joints": ["a", "b"], "edges": [[1, 0]], "center": 0}
+    assert layout_from_dict(plain.to_dict()) == plain

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _demo import WEIGHTS
 from typer.testing import CliRunner
 
 from skelray.cli import app as cli
 from skelray.config import TrialConfig
-from skelray.ensemble.demo import WEIGHTS
 from skelray.export import SCHEMA_VERSION, BundleError, export_bundle, load_bundle, read_manifest
 from skelray.sweep.results import read_results
 from skelray.train.data import load_splits
@@ -87,9 +87,9 @@ def test_export_one_trial_from_the_cli(experiment, tmp_path):
 
 
 def test_export_refuses_a_fusion_that_changes_the_model(experiment, tmp_path, monkeypatch):
-    from skelray.train import measure
+    from skelray import models
 
-    honest = measure.inference_form
+    honest = models.inference_form
 
     def broken(model):
         fused = honest(model)
@@ -97,7 +97,7 @@ def test_export_refuses_a_fusion_that_changes_the_model(experiment, tmp_path, mo
             fused.head.weight.mul_(1.01)  # what an inexact fuse() would do: logits off by 1%
         return fused
 
-    monkeypatch.setattr(measure, "inference_form", broken)
+    monkeypatch.setattr(models, "inference_form", broken)
     with pytest.raises(BundleError, match=r"differs from the training form by .*tolerance 0\.0001"):
         export_bundle(experiment, tmp_path / "bad", trial="t00000", check_data=False)
     assert not (tmp_path / "bad").exists()  # no half-written bundle is left behind
@@ -157,5 +157,5 @@ def test_changed_weights_file_fails_its_checksum(bundle, tmp_path):
 def test_invalid_manifest_field_is_named(bundle, tmp_path):
     root = copy_bundle(bundle, tmp_path)
     edit_manifest(root, lambda d: d["members"][0].update(weight=-1))
-    with pytest.raises(BundleError, match=r"members\.0\.weight"):
+    with pytest.raises(BundleError, match=r"members\[0\]\.weight"):
         read_manifest(root)

@@ -9,8 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from skelray.export._structure import build_structure, load_state, state_tensors, structure_overrides
 from skelray.export.manifest import BundleError, ModelSpec
-from skelray.models import create_model, list_models
-from skelray.train.measure import inference_form
+from skelray.models import carries_masks, create_model, inference_form, list_models
 
 SPEC = {"num_classes": 5, "layout": "kinect_v1_20", "in_channels": 3, "num_persons": 2}
 # The ensemble of sparse backbones on its smallest backbone, to keep the test quick.
@@ -41,12 +40,10 @@ def roundtrip(fused: torch.nn.Module, spec: ModelSpec, path, *, compacted: bool 
 
 @pytest.mark.parametrize("name", list_models())
 def test_fused_weights_load_into_a_fresh_structure(name, tmp_path):
-    from skelray.export.writer import _is_sparse
-
     model = trained_like(name)
     fused = inference_form(model)
     spec = ModelSpec(name=name, kwargs=KWARGS.get(name, {}), **SPEC)
-    loaded = roundtrip(fused, spec, tmp_path / "m.safetensors", compacted=_is_sparse(model))
+    loaded = roundtrip(fused, spec, tmp_path / "m.safetensors", compacted=carries_masks(model))
     x = torch.randn(3, 2, 12, 20, 3)
     with torch.inference_mode():
         assert torch.equal(loaded(x), fused(x))  # same structure, same weights: bit for bit

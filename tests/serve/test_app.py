@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Served:
-    from skelray.ensemble.demo import demo_bundle
+    from _demo import demo_bundle
 
     # address="local": a private Ray, never a cluster someone else left running on this machine.
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,

@@ -1,5 +1,5 @@
 """``compact``: the smaller dense model computes what the masked one does, costs less, fuses,
-and cuts residual channels only where every summand is zero."""
+and cuts residual channels only where every summand is zero; a block type without a rule."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from skelray.models import fuse, profile
+from skelray.errors import ConfigError
+from skelray.models import _compact, compaction_rule, fuse, inference_form, profile, register_compaction
+from skelray.models._layers import ConvBN
 from skelray.sparsity import compact, is_sparse, report, sparsify
+from skelray.sparsity._compact import convbn_zero, slice_convbn
 
 SHAPE = (1, 1, 16, 20, 3)
 
@@ -135,3 +138,85 @@ def test_compacting_a_compacted_model_changes_nothing(fresh, clips, name: str) -
         for small in (once, twice):
             got = small.features(x)
             assert got.shape == want.shape and ((got - want) * scale).abs().max().item() <= 1e-4
+
+
+# -- blocks the rules do not know --------------------------------------------------------------
+
+class ToyBlock(nn.Module):
+    """A block of no registered architecture: relu(conv+BN)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.unit = ConvBN(c_in, c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.unit(x))
+
+
+class ToyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(ToyBlock(3, 16), ToyBlock(16, 16), ToyBlock(16, 8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, m, t, v, c = x.shape
+        h = self.blocks(x.permute(0, 1, 4, 2, 3).reshape(n * m, c, t, v))
+        return self.head(h.mean(dim=(2, 3)).view(n, m, -1).mean(dim=1))
+
+
+class ToyRule:
+    """What another package would register for its block (using sparsity's helpers)."""
+
+    @staticmethod
+    def supports(block: ToyBlock) -> bool:
+        return True
+
+    @staticmethod
+    def in_width(block: ToyBlock) -> int:
+        return block.unit.conv.in_channels
+
+    @staticmethod
+    def out_width(block: ToyBlock) -> int:
+        return block.unit.conv.out_channels
+
+    @staticmethod
+    def passes_input(block: ToyBlock) -> bool:
+        return False
+
+    @staticmethod
+    def zero(block: ToyBlock, input_zero: torch.Tensor) -> torch.Tensor:
+        return convbn_zero(block.unit)
+
+    @staticmethod
+    def shrink(block: ToyBlock, alive_in: torch.Tensor, alive_out: torch.Tensor) -> None:
+        slice_convbn(block.unit, alive_out.nonzero().flatten(), alive_in.nonzero().flatten())
+
+
+def channel_sparse_toy() -> nn.Module:
+    torch.manual_seed(0)
+    return sparsify(ToyNet(), 0.5, granularity="channel").eval()
+
+
+def test_a_masked_block_without_a_compaction_rule_is_an_error_that_says_how_to_add_one() -> None:
+    model = channel_sparse_toy()
+    with pytest.raises(ConfigError, match=r"blocks\.0: .*ToyBlock carries masks but has no compaction rule.*"
+                                          r"register_compaction\(ToyBlock\)"):
+        compact(model)
+    with pytest.raises(ConfigError, match="ToyBlock carries masks"):
+        inference_form(model)
+    assert inference_form(ToyNet()) is not None  # unmasked, it needs no rule: fused as it is
+
+
+def test_a_registered_rule_cuts_a_new_block_type(clips) -> None:
+    model = channel_sparse_toy()
+    try:
+        register_compaction(ToyBlock)(ToyRule)
+        assert compaction_rule(model.blocks[0]) is ToyRule
+        small = inference_form(model)
+    finally:
+        _compact._rules.pop(ToyBlock, None)
+    widths = [b.unit.out_channels for b in small.blocks]  # fused: each unit is one conv
+    assert widths[0] < 16 and widths[1] < 16 and widths[2] == 8  # the features keep their width
+    x = clips(2, 6)
+    assert max_gap(model, small, x) <= 1e-5

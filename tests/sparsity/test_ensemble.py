@@ -20,10 +20,15 @@ def member_sparsity(model: MultiLevelEnsemble) -> list[float]:
 
 def test_registered_by_name_with_the_backbones_options() -> None:
     assert "sparse_ensemble" in list_models()
+    own = ("num_classes", "layout", "in_channels", "num_persons", "dropout", "backbone", "levels",
+           "combine", "member_loss", "granularity", "scope", "mirror_tta")
+    # Its own options plus those of the backbone: the default one (hpigcn_rp), or the one named.
     options = model_options("sparse_ensemble")
-    for key in ("num_classes", "layout", "in_channels", "num_persons", "dropout", "backbone", "levels",
-                "combine", "member_loss", "pa_count", "tcn_kernel", "edge_importance"):
+    for key in (*own, "pa_count", "tcn_kernel"):
         assert key in options, key
+    assert set(model_options("sparse_ensemble", backbone="stgcn")) == {*own, "edge_importance", "width"}
+    assert "edge_importance" not in options and "pa_count" not in model_options("sparse_ensemble",
+                                                                                backbone="stgcn")
     model = create_model("sparse_ensemble", backbone="stgcn", levels=[0.5, 0.9], edge_importance=False,
                          **KWARGS)
     assert isinstance(model, MultiLevelEnsemble) and len(model.members) == 2
@@ -113,6 +118,17 @@ def test_bad_ensemble_options_name_the_field(kwargs: dict, field: str) -> None:
         create_model("sparse_ensemble", **{**KWARGS, **kwargs})
 
 
+def test_options_are_checked_against_the_named_backbone() -> None:
+    # pa_count is an option of the default backbone, not of stgcn: the ensemble itself says so.
+    with pytest.raises(ConfigError, match=r"unknown option 'pa_count' for model 'sparse_ensemble'.*"
+                                          r"takes .*edge_importance"):
+        create_model("sparse_ensemble", backbone="stgcn", pa_count=1, **KWARGS)
+    with pytest.raises(ConfigError, match=r"sparse_ensemble\.backbone.*unknown model 'stgnc'.*'stgcn'"):
+        model_options("sparse_ensemble", backbone="stgnc")
+    with pytest.raises(ConfigError, match=r"sparse_ensemble\.backbone.*must be a model name"):
+        model_options("sparse_ensemble", backbone=3)
+
+
 def test_an_ensemble_takes_no_single_level() -> None:
     model = create_model("sparse_ensemble", backbone="stgcn", levels=[0.5, 0.9], **KWARGS)
     with pytest.raises(ConfigError, match=r"sparsity\.level.*level: null"):
@@ -128,7 +144,7 @@ def test_inference_form_keeps_every_members_features_when_an_inner_channel_is_cu
     # segment's first block lost inner channels once came out with narrower features (fuse
     # compacted it a second time, and a second compaction cut the block's output), so the
     # shared head could not average them.
-    from skelray.train.measure import inference_form
+    from skelray.models import inference_form
 
     torch.manual_seed(0)
     model = create_model("sparse_ensemble", backbone="hpigcn_rp", levels=[0.5, 0.9], pa_count=1, **KWARGS).eval()

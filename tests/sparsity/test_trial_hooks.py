@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from skelray.errors import ConfigError
+from skelray.models import inference_form
 from skelray.sparsity import on_epoch_start, penalty, report
 from skelray.sweep import load_sweep
-from skelray.train.measure import inference_form
 from skelray.train.trial import _sparsity_hooks, build_model, model_from_checkpoint
 
 SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "sparsity_levels.yaml"
@@ -65,3 +66,18 @@ def test_ensemble_levels_other_than_the_defaults_reach_the_members() -> None:
                         "sparsity": {"level": None, "ensemble_levels": [0.5, 0.9]}})
     model, _ = _sparsity_hooks(build_model(cfg, DATA), cfg.model.sparsity)
     assert model.levels == (0.5, 0.9)
+
+
+ENSEMBLE = ("name: t\ndata: {format: synthetic, layout: kinect_v1_20, persons: 1}\n"
+            "model: {name: sparse_ensemble, kwargs: {backbone: stgcn, levels: [0.5, 0.9], KWARG}}\n")
+
+
+def test_a_sweep_checks_ensemble_options_against_the_backbone_it_names() -> None:
+    # edge_importance is stgcn's (not the default backbone's): accepted, set or searched.
+    spec = load_sweep(ENSEMBLE.replace("KWARG", "edge_importance: false"))
+    assert spec.model.kwargs["edge_importance"] is False
+    load_sweep(ENSEMBLE.replace(", KWARG", "") + "search: {model.kwargs.edge_importance: {grid: [true, false]}}\n")
+    with pytest.raises(ConfigError, match=r"model\.kwargs\.pa_count.*'sparse_ensemble' has no argument 'pa_count'"):
+        load_sweep(ENSEMBLE.replace("KWARG", "pa_count: 3"))
+    with pytest.raises(ConfigError, match=r"search\.model\.kwargs\.pa_count.*has no argument 'pa_count'"):
+        load_sweep(ENSEMBLE.replace(", KWARG", "") + "search: {model.kwargs.pa_count: {grid: [1, 3]}}\n")

@@ -131,3 +131,33 @@ def test_leaderboard_ranks_by_score_in_the_sweeps_mode():
     assert ranked == ["low-loss", "high-loss", "no-score"]
     assert "score" in text  # the score differs from val top-1, so it is shown
     assert order("max")[0] == ["high-loss", "low-loss", "no-score"]
+
+
+def test_a_damaged_checkpoint_record_is_a_data_error_naming_the_file(tmp_path):
+    import pytest
+
+    from skelray.errors import DataError
+
+    _trial(tmp_path / "sweep" / "run-0", "t00000-a", 2)
+    ckpt = tmp_path / "sweep" / "run-0" / "t00000-a" / "checkpoint_000001"
+    ckpt.mkdir()
+    (ckpt / "trial.json").write_text('{"epoch": 2, "metrics": {"val/top1": 0.')  # cut short
+    with pytest.raises(DataError, match=r"checkpoint_000001/trial\.json: is not valid JSON") as err:
+        collect(str(tmp_path / "sweep"))
+    assert err.value.where == str(ckpt / "trial.json")
+
+
+def test_the_state_a_sweep_ran_with_ranks_its_results(tmp_path):
+    from skelray.record import SweepState, save_sweep_state
+    from skelray.sweep.results import read_results
+
+    run = tmp_path / "sweep" / "run-0"
+    for name, loss in (("t00000-a", 0.9), ("t00001-b", 0.4)):
+        d = run / name
+        d.mkdir(parents=True)
+        (d / "params.json").write_text(json.dumps({"train": {"epochs": 1}}))
+        (d / "result.json").write_text(json.dumps({"epoch": 1, "val/loss": loss}) + "\n")
+    state = SweepState(name="sweep", metric="val/loss", mode="min", scope="last")
+    save_sweep_state(tmp_path / "sweep", state)
+    trials, _ = read_results(str(tmp_path / "sweep"))  # no tables yet: collected as the sweep ran
+    assert {r["trial_name"]: r["score"] for r in trials.to_pylist()} == {"t00000-a": 0.9, "t00001-b": 0.4}

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from skelray.cli import app
 from skelray.errors import ConfigError
+from skelray.runtime import start_ray
 from skelray.sweep.results import Location, read_results
 from skelray.sweep.runner import resume_sweep, run_sweep
 from skelray.sweep.spec import load_sweep
@@ -25,10 +26,10 @@ from skelray.sweep.tracking import offline_runs, read_offline_run
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-             logging_level="WARNING", log_to_driver=False)
+    started = start_ray(num_cpus=2, object_store_memory=200 * 2**20)
     yield
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 def test_grid_sweep_writes_every_trial_and_epoch(tmp_path, tiny_sweep, monkeypatch):

@@ -22,8 +22,10 @@ from ray.tune.search.variant_generator import generate_variants
 
 from skelray.config import TrialConfig
 from skelray.sweep import load_sweep
-from skelray.sweep.space import OptunaSpace, build_param_space, count_trials, grid_size
+from skelray.sweep.space import OptunaSpace
+from skelray.sweep.spec import count_trials, grid_size
 from skelray.sweep.tune_builders import (
+    build_param_space,
     build_scheduler,
     build_search_alg,
     build_tune_config,
@@ -257,7 +259,7 @@ def test_optuna_suggestions_are_nested_and_fill_dependent_values():
     assert 0.001 <= suggested["train"]["lr"] <= 0.1 and 2 <= suggested["train"]["epochs"] <= 4
     assert suggested["data"]["frames"] in (32, 48, 64)
     # What Tune merges into the constant param space is a valid trial config.
-    from skelray.sweep.leaves import deep_merge
+    from skelray.sweep._tree import deep_merge
 
     TrialConfig.from_tune(deep_merge(build_param_space(spec), suggested))
 

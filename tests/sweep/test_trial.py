@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from skelray.data.transforms import Preprocess
+from skelray.errors import DataError
 from skelray.sweep import load_sweep
 from skelray.sweep._validate import TUNE_METRICS, reported_metrics
 from skelray.train.data import load_splits
@@ -42,8 +43,8 @@ def test_checkpoint_logits_are_those_of_the_trained_model(tmp_path: Path, tiny_s
     assert set(last) == set(reported_metrics(spec)) - set(TUNE_METRICS) - {"sparsity", "diverged"}
     folder = tmp_path / "epoch2"
     model, info = model_from_checkpoint(folder)
-    assert info["epoch"] == 2 and info["model"]["kwargs"]["width"] == 0.5
-    pp = Preprocess(**info["preprocess"])
+    assert info.epoch == 2 and info.model.kwargs["width"] == 0.5
+    pp = Preprocess(**info.preprocess)
     data = load_splits(cfg.data)
     saved = np.load(folder / "logits.npz")
     for split in ("val", "test"):
@@ -150,3 +151,27 @@ def test_test_every_evaluates_test_on_its_multiples_and_the_last_epoch(tmp_path:
     assert sorted(seen) == [1, 2, 3]
     assert set.union(*seen[1]) == val
     assert set.union(*seen[2]) == set.union(*seen[3]) == val | test
+
+
+def test_a_checkpoint_without_its_record_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"trial\.json: does not exist") as err:
+        model_from_checkpoint(tmp_path)
+    assert err.value.where == str(tmp_path / "trial.json")
+    (tmp_path / "trial.json").write_text('{"epoch": 3, "metrics": {}}')  # no model section
+    with pytest.raises(DataError, match="has no 'model' section"):
+        model_from_checkpoint(tmp_path)
+    (tmp_path / "trial.json").write_text('{"epoch": 3, "rn')  # cut short
+    with pytest.raises(DataError, match="is not valid JSON"):
+        model_from_checkpoint(tmp_path)
+
+
+def test_resuming_from_a_damaged_record_says_which_file(tmp_path: Path, tiny_sweep) -> None:
+    cfg = load_sweep(tiny_sweep("damaged", str(tmp_path), search={})).trial_config()
+    ckpt = tmp_path / "checkpoint_000000"
+    ckpt.mkdir()
+    (ckpt / "trial.json").write_text('{"epoch": 1, "metrics": {}}')  # no NumPy RNG state to resume with
+    with pytest.raises(DataError, match=r"checkpoint_000000/trial\.json: has no NumPy RNG state"):
+        run_trial(cfg, resume_from=str(ckpt), device="cpu")
+    (ckpt / "trial.json").unlink()
+    with pytest.raises(DataError, match=r"checkpoint_000000/trial\.json: does not exist"):
+        run_trial(cfg, resume_from=str(ckpt), device="cpu")

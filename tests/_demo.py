@@ -1,9 +1,12 @@
-"""A tiny sweep, ensemble and bundle to build on, for tests, benchmarks and demos.
+"""A tiny sweep, ensemble and bundle to build on, for the tests and benchmarks/bench_serve.py.
 
 Two HPI-GCN-RP trials on synthetic Kinect-v1 (20 joint) clips, two epochs each, differing in
 stream and PA count: (PA 1, joint) and (PA 2, bone). Under a minute on two idle CPU cores.
 The layout matches NW-UCLA, so real UCLA clips can be sent to what it trains.
 ``demo_experiment(root)`` and ``demo_bundle(root)`` build once under ``root`` and reuse it.
+
+Import it as ``_demo``: under pytest ``tests/`` is on ``sys.path`` (the folder of the rootdir
+conftest); a script puts it there itself.
 """
 
 from __future__ import annotations
@@ -44,16 +47,14 @@ def demo_experiment(root: str | Path, **kwargs: Any) -> Path:
     import ray
     from rich.console import Console
 
+    from skelray.runtime import start_ray
     from skelray.sweep.runner import run_sweep
     from skelray.sweep.spec import load_sweep
 
     sweep = Path(root) / NAME
     if (sweep / "results" / "trials.parquet").is_file():
         return sweep
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-                 logging_level="WARNING", log_to_driver=False)
+    started = start_ray(num_cpus=2, object_store_memory=200 * 2**20)
     try:
         outcome = run_sweep(load_sweep(demo_sweep_spec(NAME, root, **kwargs)), console=Console(quiet=True))
     finally:

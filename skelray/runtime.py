@@ -1,0 +1,49 @@
+"""Starting or joining Ray: the one way the sweep runner, ``skelray serve`` and the test fixtures do it.
+
+With an address, this joins that cluster as a client; a cluster started with token
+authentication (``RAY_AUTH_MODE=token``, the default of skelray's cluster configs) accepts the
+client only with its token, which Ray reads from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+``~/.ray/auth_token``. Authentication is never switched off here; a refused token becomes a
+``ConfigError`` that says where to put the right one. Without an address, a private local
+instance is started, never one that ``ray start`` left running on this machine.
+
+Imports only ``skelray.errors`` and Ray (when called), so any layer may use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from skelray.errors import ConfigError
+
+
+def start_ray(address: str | None = None, *, num_cpus: int | None = None,
+              object_store_memory: int | None = None) -> bool:
+    """Connect to ``address`` or start an embedded local Ray. Returns True if this call started
+    (or connected) it, so the caller knows to shut it down; False when Ray was already running.
+
+    ``num_cpus`` and ``object_store_memory`` (bytes) size the local instance only."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    # Tune warns whenever trials checkpoint faster than every 5 s, which tiny sweeps always do.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # "local" always starts a private instance; a bare init() would silently join any
+            # cluster `ray start` left running on this machine.
+            ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
+                     include_dashboard=False, **kwargs)
+    except AuthenticationError as exc:
+        raise ConfigError(f"the Ray cluster refused this client's token ({exc.message})", where="--address",
+                          fix="set RAY_AUTH_MODE=token and give the cluster's token in RAY_AUTH_TOKEN or "
+                              "~/.ray/auth_token (`ray get-auth-token` on the head prints it)") from None
+    return True

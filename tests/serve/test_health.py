@@ -1,0 +1,68 @@
+"""The member replica's health check: a stuck batch or a broken model fails it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from skelray.models import create_model, fuse
+from skelray.serve.deployments import Watchdog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _probe(model: torch.nn.Module):
+    clip = np.zeros((1, 2, 16, 25, 3), dtype=np.float32)
+
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(clip)).numpy()
+
+    return run
+
+
+def test_a_healthy_idle_member_passes_with_a_real_forward() -> None:
+    model = fuse(create_model("hpigcn_rp", num_classes=7, layout="ntu25", width=0.25)).eval()
+    calls = []
+    probe = _probe(model)
+    dog = Watchdog("m0", lambda: calls.append(1) or probe(), 7)
+    dog.check()
+    assert calls == [1]
+
+
+def test_a_batch_running_past_the_limit_fails_the_check() -> None:
+    clock = Clock()
+    dog = Watchdog("m0", lambda: np.zeros((1, 7)), 7, stall_s=60, clock=clock)
+    batch = dog.started()
+    clock.now += 59
+    dog.check()  # busy, still within the limit: no probe, no error
+    clock.now += 2
+    with pytest.raises(RuntimeError, match=r"m0: a batch has been running for 61 s \(limit 60 s\)"):
+        dog.check()
+    dog.finished(batch)
+    dog.check()  # the batch ended: healthy again
+
+
+@pytest.mark.parametrize(("out", "says"), [
+    (np.full((1, 7), np.nan), "non-finite logits"),
+    (np.zeros((1, 5)), r"\(1, 5\)"),
+])
+def test_a_model_that_gives_bad_logits_fails_the_check(out: np.ndarray, says: str) -> None:
+    dog = Watchdog("m1", lambda: out, 7)
+    with pytest.raises(RuntimeError, match=f"m1: a one-clip forward gave {says}"):
+        dog.check()
+
+
+def test_a_model_that_raises_fails_the_check() -> None:
+    def broken() -> np.ndarray:
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        Watchdog("m2", broken, 7).check()
