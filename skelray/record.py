@@ -14,7 +14,8 @@ A Tune trial folder holds::
     logits.npz          a ``Logits``: validation (and, on test epochs, test) logits and labels
 
 and a sweep folder a ``sweep_state.json`` (a ``SweepState``: metric, mode, scope, runs, finished),
-written atomically. Each record reads from and writes to text (``from_text`` / ``to_text``) so
+written atomically, and a ``costs.json`` (a ``CostTable``: the inference cost of each distinct
+architecture, measured once, alone on a node, by ``skelray.sweep.costs``). Each record reads from and writes to text (``from_text`` / ``to_text``) so
 callers on other filesystems (``skelray.sweep.results.Location``) do their own IO; the
 ``save_*`` / ``load_*`` functions do it for local folders. A missing or unreadable file is a
 ``DataError`` naming it. The formats are those of earlier versions, field for field: old sweep
@@ -50,6 +51,7 @@ WEIGHTS_FILE = "state.pt"  # trial: torch state (skelray.train.trial reads and w
 TRIAL_FILE = "trial.json"  # trial: a TrialRecord
 LOGITS_FILE = "logits.npz"  # trial: a Logits
 SWEEP_STATE_FILE = "sweep_state.json"  # sweep runner: a SweepState
+COSTS_FILE = "costs.json"  # sweep runner: a CostTable (also the name of the per-machine cache)
 
 # -- metric keys: what a trial reports each epoch (result.json lines, trial.json "metrics") ----
 EPOCH = "epoch"
@@ -60,6 +62,13 @@ DIVERGED = "diverged"  # only on the epoch whose training loss was not finite
 NODE_ID = "node_id"  # added by the Tune trainable: the Ray node that ran the epoch
 PARAMS = "params"  # sizes of the inference form (also trial.json "sizes")
 MACS = "macs"
+# trial.json "sizes" (not reported to Tune): the structure key of the inference form
+# (skelray.train.measure.structure_key), by which the sweep's costs.json gives its latency.
+STRUCTURE = "structure"
+# The trials table's note on where its latency comes from.
+LATENCY_BASIS = "latency_basis"
+LATENCY_MEASURED_ALONE = "measured alone, once per architecture"
+LATENCY_SELF_TIMED = "timed by the trial beside other trials (sweep of an older version)"
 EVAL_SPLITS = ("val", "test")
 SPLIT_METRICS = ("top1", "top5", "loss")  # per evaluated split: skelray.train.loop.metrics_from_logits
 TRAIN_METRICS = ("loss", "top1")  # of the training epoch: skelray.train.loop.train_epoch
@@ -147,6 +156,15 @@ _KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a strin
           dict: "a JSON object"}
 
 
+def _require_object(doc: Any, keys: Iterable[str], what: str, where: str) -> None:
+    """A ``DataError`` naming the file unless ``doc`` is a JSON object holding every key."""
+    if not isinstance(doc, dict):
+        raise _corrupt(where, f"{what} must be a JSON object, not {_json_kind(doc)}")
+    missing = [k for k in keys if k not in doc]
+    if missing:
+        raise _corrupt(where, f"{what} lacks {', '.join(missing)}")
+
+
 def _json_kind(value: Any) -> str:
     return next((name for kind, name in _KINDS.items() if isinstance(value, kind)), type(value).__name__)
 
@@ -196,17 +214,13 @@ class ModelRecord:
 
     @classmethod
     def from_dict(cls, doc: Any, where: str) -> ModelRecord:
-        if not isinstance(doc, dict):
-            raise _corrupt(where, f"'model' must be a JSON object, not {_json_kind(doc)}")
-        missing = [k for k in ("name", "num_classes", "layout", "in_channels", "num_persons") if k not in doc]
-        if missing:
-            raise _corrupt(where, f"'model' lacks {', '.join(missing)}")
+        _require_object(doc, ("name", "num_classes", "layout", "in_channels", "num_persons"), "'model'", where)
         return cls(name=doc["name"], kwargs=_field(doc, "kwargs", dict, where, {}),
                    num_classes=doc["num_classes"], layout=doc["layout"], in_channels=doc["in_channels"],
                    num_persons=doc["num_persons"], sparsity=_field(doc, "sparsity", dict, where, None))
 
 
-_TRIAL_KEYS = ("epoch", "rng", "metrics", "sizes", "model", "preprocess", "class_names")
+_TRIAL_KEYS = ("epoch", "rng", "metrics", "sizes", "model", "preprocess", "class_names", "holdout")
 _PER_CLASS = "_per_class"  # "val_per_class": [accuracy of label 0, label 1, ...]
 
 
@@ -220,11 +234,15 @@ class TrialRecord:
     epoch: int = 0  # epochs completed when the checkpoint was written
     rng: dict[str, Any] | None = None  # NumPy bit-generator state, for resuming
     metrics: dict[str, Any] = field(default_factory=dict)  # this epoch's reported metrics
-    sizes: dict[str, float] = field(default_factory=dict)  # params, macs, latency_ms_b* of the inference form
+    # params, macs and structure of the inference form (older versions: latency_ms_b* the trial timed)
+    sizes: dict[str, Any] = field(default_factory=dict)
     model: ModelRecord | None = None
     preprocess: dict[str, Any] | None = None  # skelray.data.transforms.Preprocess fields (eval form)
     class_names: list[str] = field(default_factory=list)
     per_class: dict[str, list[float]] = field(default_factory=dict)  # split -> accuracy per label
+    # How the validation clips were chosen, in words (skelray.train.data: DataBundle.holdout);
+    # None in records of versions that did not say.
+    holdout: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as read
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,6 +255,8 @@ class TrialRecord:
         if self.model is not None or self.class_names:
             doc["class_names"] = self.class_names
         doc.update({f"{split}{_PER_CLASS}": acc for split, acc in self.per_class.items()})
+        if self.holdout is not None:
+            doc["holdout"] = self.holdout
         return {**doc, **self.extra}
 
     def to_text(self) -> str:
@@ -259,7 +279,7 @@ class TrialRecord:
                    model=ModelRecord.from_dict(doc["model"], where) if doc.get("model") is not None else None,
                    preprocess=_field(doc, "preprocess", dict, where, None),
                    class_names=_field(doc, "class_names", list, where, []),
-                   per_class=per_class, extra=extra)
+                   per_class=per_class, holdout=_field(doc, "holdout", str, where, None), extra=extra)
 
     @classmethod
     def from_text(cls, text: str, where: str) -> TrialRecord:
@@ -366,6 +386,110 @@ def epochs_from_text(text: str, where: str) -> list[dict[str, Any]]:
         if line.strip():
             rows.append(_json_object(line, f"{where}: line {n}"))
     return rows
+
+
+# -- costs.json: the inference cost of each distinct architecture ------------------------------------
+@dataclass
+class BatchTiming:
+    """One batch size's latency, timed by ``skelray.train.measure.time_forward``'s rule."""
+
+    median_ms: float
+    spread: float  # (max - min) / median of the last block medians compared
+    repeats: int  # timed calls
+    converged: bool = True  # the spread fell within the rule's bound before its time cap
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_ms": self.median_ms, "spread": self.spread, "repeats": self.repeats,
+                "converged": self.converged}
+
+
+@dataclass
+class CostRecord:
+    """The inference cost of one structure (``skelray.train.measure.structure_key``): params and
+    MACs per clip, and the latency at each batch size, measured once by a task that held a whole
+    node (``skelray.sweep.costs``) on the machine ``machine`` describes."""
+
+    structure: str
+    params: float
+    macs: float
+    input_shape: list[int]  # one clip: M, T, V, C
+    device: str  # cpu or cuda
+    machine: str  # the machine type: CPU model and cores (or GPU name), torch version, threads
+    threads: int  # torch threads the forward passes ran with
+    latency: dict[int, BatchTiming] = field(default_factory=dict)  # batch size -> timing
+    measured_at: str = ""  # ISO time of the measurement
+    from_machine_cache: bool = False  # copied from the machine's cache, not measured for this sweep
+
+    def latency_ms(self, batch: int) -> float | None:
+        timing = self.latency.get(int(batch))
+        return timing.median_ms if timing is not None else None
+
+    def sizes(self) -> dict[str, float]:
+        """``params``, ``macs`` and ``latency_ms_bN`` for every measured batch size."""
+        return {PARAMS: self.params, MACS: self.macs,
+                **{latency_key(b): t.median_ms for b, t in sorted(self.latency.items())}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"structure": self.structure, "params": self.params, "macs": self.macs,
+                "input_shape": self.input_shape, "device": self.device, "machine": self.machine,
+                "threads": self.threads,
+                "latency": {str(b): t.to_dict() for b, t in sorted(self.latency.items())},
+                "measured_at": self.measured_at, "from_machine_cache": self.from_machine_cache}
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str) -> CostRecord:
+        _require_object(doc, ("structure", "params", "macs", "device", "machine"), "a cost record", where)
+        latency: dict[int, BatchTiming] = {}
+        for b, t in _field(doc, "latency", dict, where, {}).items():
+            if not str(b).isdigit() or not isinstance(t, dict) or "median_ms" not in t:
+                raise _corrupt(where, f"latency '{b}' must map a batch size to its timing")
+            latency[int(b)] = BatchTiming(float(t["median_ms"]), float(t.get("spread", 0.0)),
+                                          int(t.get("repeats", 0)), bool(t.get("converged", True)))
+        return cls(structure=doc["structure"], params=float(doc["params"]), macs=float(doc["macs"]),
+                   input_shape=list(_field(doc, "input_shape", list, where, [])), device=doc["device"],
+                   machine=doc["machine"], threads=int(doc.get("threads") or 1), latency=latency,
+                   measured_at=_field(doc, "measured_at", str, where, ""),
+                   from_machine_cache=bool(doc.get("from_machine_cache", False)))
+
+
+@dataclass
+class CostTable:
+    """A ``costs.json``: structure key -> ``CostRecord``. A sweep folder holds one (what its
+    trials table, leaderboard, ensembles and exports read); a machine's cache holds one per
+    machine type (``machines``), reused across sweeps."""
+
+    entries: dict[str, CostRecord] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": COST_RULE, "entries": {k: r.to_dict() for k, r in sorted(self.entries.items())}}
+
+    def to_text(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], where: str) -> CostTable:
+        entries = _field(doc, "entries", dict, where, {})
+        return cls({k: CostRecord.from_dict(v, f"{where}: entries.{k}") for k, v in entries.items()})
+
+    @classmethod
+    def from_text(cls, text: str, where: str) -> CostTable:
+        return cls.from_dict(_json_object(text, where), where)
+
+
+COST_RULE = ("each structure timed once by a task holding a whole node; per batch size: warm-up, then "
+             "blocks of calls until the last 3 block medians are within 5% (or 10 s); the median of "
+             "those blocks' calls")
+
+
+def machine_costs_from_text(text: str, where: str) -> dict[str, CostTable]:
+    """A machine cost cache: machine type -> its ``CostTable``."""
+    machines = _field(_json_object(text, where), "machines", dict, where, {})
+    return {m: CostTable.from_dict(t if isinstance(t, dict) else {}, f"{where}: machines.{m}")
+            for m, t in machines.items()}
+
+
+def machine_costs_to_text(machines: Mapping[str, CostTable]) -> str:
+    return json.dumps({"machines": {m: t.to_dict() for m, t in sorted(machines.items())}}, indent=1)
 
 
 # -- sweep_state.json ------------------------------------------------------------------------------

@@ -44,15 +44,53 @@ def validate_or_raise(model: type[BaseModel], data: Any, source: str, prefix: st
         raise  # pragma: no cover - raise_if_any always raises here
 
 
+class FoldSpec(Section):
+    """``data.split.val: {folds: K, by: subject}``: K-fold (leave-groups-out) cross-validation.
+    The training split's values of ``by`` are dealt into K folds (fixed seed); fold k validates
+    on its values and trains on the rest. A sweep runs every fold as its own trial."""
+
+    folds: int  # K >= 2 (checked by SplitSpec, so the error names data.split.val)
+    by: str  # the tag whose values are held out together, e.g. subject
+
+
 class SplitSpec(Section):
     train: str = "train"  # split used for training
-    val: str | None = "val"  # split the metric is computed on each epoch; null: a fixed stratified
-    #                          hold-out of the training split (for datasets without a val split)
+    # The split the metric is computed on each epoch; null: about a tenth of the training split
+    # held out (holdout_group says how); {folds: K, by: TAG}: K-fold cross-validation by TAG.
+    val: str | FoldSpec | None = "val"
     test: str | None = None  # held-out split, evaluated once by `sweep results`, never tuned on
-    # With val: null, which clips are held out together: auto = the views of one recording
-    # (clips that differ only in their view/camera tag); clip = each clip alone; or a list of
-    # tags, e.g. [subject] to hold out whole subjects.
+    # With val: null, which clips are held out together: auto = mirror the test protocol (whole
+    # values of the tag by which test differs from train, e.g. whole subjects for a
+    # cross-subject test; else the views of one recording); clip = each clip alone; or a list
+    # of tags, e.g. [subject] to hold out whole subjects (all their classes).
     holdout_group: Literal["auto", "clip"] | list[str] = "auto"
+    # With val: {folds: K}: the fold this trial validates on (0..K-1); a sweep sets it for each
+    # trial itself (one trial per fold). null = fold 0.
+    fold: int | None = Field(None, ge=0)
+
+    @field_validator("val", mode="before")
+    @classmethod
+    def _folds(cls, v: Any) -> Any:
+        # Checked here rather than by the union, so a mistake gets one message at data.split.val
+        # (a union would also report that the value is not a split name).
+        if v is None or isinstance(v, (str, FoldSpec)):
+            return v
+        if not isinstance(v, Mapping):  # ValueError, not TypeError: pydantic reports only the former
+            raise ValueError(  # noqa: TRY004
+                "give a split name (quote it if YAML reads it as a number), null for a hold-out of the "
+                "training split, or {folds: K, by: TAG} for k-fold cross-validation")
+        unknown = sorted(set(v) - set(FoldSpec.model_fields))
+        if unknown:
+            raise ValueError(f"unknown key '{unknown[0]}' in k-fold validation: write {{folds: K, by: TAG}}, "
+                             "e.g. {folds: 5, by: subject}")
+        folds, by = v.get("folds"), v.get("by")
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise ValueError(f"k-fold validation needs folds: a whole number >= 2, not {folds!r}: set folds: 2 "
+                             "or more, or val: null for a single hold-out")
+        if not isinstance(by, str) or not by:
+            raise ValueError("k-fold validation needs by: the tag whose values are held out together, "
+                             "e.g. {folds: 5, by: subject}")
+        return FoldSpec(folds=folds, by=by)
 
 
 class DataSpec(Section):
@@ -73,6 +111,18 @@ class DataSpec(Section):
     num_classes: int = Field(10, ge=2)
     num_per_class: int = Field(20, ge=1)
     seed: int = 0
+    # 0: clips carry no subject (the default dataset). S >= 2: clip k of each class is performed
+    # by subject k mod S, tagged subject, with splits xsub_train / xsub_test (half the subjects
+    # each); each subject has its own body size and speed, spread by subject_effect (0: none).
+    subjects: int = Field(0, ge=0)
+    subject_effect: float = Field(1.0, ge=0)
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("subjects must be 0 (no subject tags) or at least 2 (half train, half test)")
+        return v
 
     def resolved_layout(self) -> str | None:
         return self.layout or DEFAULT_LAYOUTS[self.format]

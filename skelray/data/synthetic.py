@@ -7,6 +7,12 @@ limbs with the same amplitudes, so the mean pose over a clip carries little clas
 (a linear probe on it does poorly), and a class and its reverse have the same single frames;
 telling the classes apart needs the motion over time, which is what a ST-GCN learns.
 Per clip, the speed, amplitude, phase, body size, camera rotation, length and noise vary.
+
+With ``subjects=S`` the clips are performed by S subjects (tag ``subject``), each with a body
+size and a speed of its own on top of the per-clip variation, and a cross-subject protocol
+(``xsub_train`` / ``xsub_test``: half the subjects each). A model can then learn the training
+subjects' sizes and speeds, which helps on their other clips but not on new subjects: the
+gap a validation set of training subjects' clips hides and one of held-out subjects shows.
 """
 
 from __future__ import annotations
@@ -110,7 +116,7 @@ def class_patterns(num_classes: int, seed: int = 0) -> list[tuple[float, str, st
 
 
 def _animate(layout: Layout, rest: np.ndarray, bases: list[int], pattern: tuple[float, str, str],
-             frames: int, rng: np.random.Generator) -> np.ndarray:
+             frames: int, rng: np.random.Generator, speed_scale: float = 1.0) -> np.ndarray:
     tempo, shape_name, direction_name = pattern
     _, loop, wave = next(sh for sh in _SHAPES if sh[0] == shape_name)
     sign = dict(_DIRECTIONS)[direction_name]
@@ -118,7 +124,7 @@ def _animate(layout: Layout, rest: np.ndarray, bases: list[int], pattern: tuple[
     parents = layout.parents()
     root = _root(layout)
     t = np.arange(frames) / max(frames, 1)
-    speed = rng.uniform(0.8, 1.25)
+    speed = rng.uniform(0.8, 1.25) * speed_scale
     start = rng.uniform(0, 2 * np.pi)
     local = {}
     for i, b in enumerate(bases):
@@ -150,14 +156,36 @@ def _camera(pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return pos @ (rx @ ry).T + shift
 
 
+# Spread of each subject's body size and speed at subject_effect 1: factors exp(u), u uniform in
+# +-these (sizes x0.74..1.35, speeds x0.67..1.49), on top of the per-clip x0.85..1.15 size and
+# x0.8..1.25 speed. A fast subject's slow tempo then overlaps a slow subject's fast one.
+_SUBJECT_SIZE, _SUBJECT_SPEED = 0.3, 0.4
+
+
+def subject_traits(subjects: int, effect: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each subject's (body size, speed) factors; from a generator of their own, so giving clips
+    subjects leaves every other random draw of the dataset as it was."""
+    rng = np.random.default_rng([seed, 0x5B1EC7])
+    size = np.exp(effect * rng.uniform(-_SUBJECT_SIZE, _SUBJECT_SIZE, subjects))
+    speed = np.exp(effect * rng.uniform(-_SUBJECT_SPEED, _SUBJECT_SPEED, subjects))
+    return size, speed
+
+
 def synthetic(num_classes: int = 10, num_per_class: int = 30, layout: str | Layout = "ntu25",
               frames: int = 64, seed: int = 0, *, persons: int = 1, channels: int = 3,
-              noise: float = 0.01, splits: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> SkeletonDataset:
+              noise: float = 0.01, splits: tuple[float, float, float] = (0.7, 0.15, 0.15),
+              subjects: int = 0, subject_effect: float = 1.0) -> SkeletonDataset:
     """Make a labelled dataset of animated skeletons.
 
     Clip lengths vary around ``frames`` (x0.75..x1.25). ``channels`` is 3 (x, y, z) or 2 (the
     camera's x, y). Each class is split ``splits`` into ``train``/``val``/``test``.
     With ``persons=2`` a second person stands beside the first, swaying slowly whatever the class.
+
+    ``subjects=S`` (0, the default, makes the dataset it always made): clip k of each class is
+    performed by subject k mod S and tagged ``subject``; subject s's body size and speed are
+    multiplied by its ``subject_traits`` (spread by ``subject_effect``; 0 leaves the clips as
+    without subjects). Splits ``xsub_train`` (subjects 0..ceil(S/2)-1) and ``xsub_test`` (the
+    rest) are added: a cross-subject protocol.
     """
     if num_classes < 2:
         raise ConfigError("need at least 2 classes", where="num_classes")
@@ -167,6 +195,14 @@ def synthetic(num_classes: int = 10, num_per_class: int = 30, layout: str | Layo
         raise ConfigError(f"channels must be 2 or 3, got {channels}", where="channels")
     if frames < 1:
         raise ConfigError(f"frames must be >= 1, got {frames}", where="frames")
+    if subjects == 1 or subjects < 0:
+        raise ConfigError(f"subjects must be 0 (none) or at least 2, got {subjects}", where="subjects",
+                          fix="use subjects: 2 or more (half train, half test), or 0")
+    if subjects > num_per_class:
+        raise ConfigError(f"{subjects} subjects but {num_per_class} clips per class: some subjects would "
+                          "have no clips", where="subjects", fix=f"use subjects <= num_per_class ({num_per_class})")
+    if subject_effect < 0:
+        raise ConfigError(f"subject_effect must be >= 0, got {subject_effect}", where="subject_effect")
     layout = get_layout(layout)
     rest = _rest_pose(layout)
     bases = _limb_bases(layout)
@@ -174,16 +210,21 @@ def synthetic(num_classes: int = 10, num_per_class: int = 30, layout: str | Layo
     rng = np.random.default_rng(seed)
     sequences: list[SkeletonSequence] = []
     split_ids: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    if subjects:
+        split_ids.update(xsub_train=[], xsub_test=[])
+        sizes, speeds = subject_traits(subjects, subject_effect, seed)
     n_train = int(round(splits[0] * num_per_class))
     n_val = int(round(splits[1] * num_per_class))
     for label, pattern in enumerate(patterns):
         for k in range(num_per_class):
+            subject = k % subjects if subjects else None
+            body, pace = (sizes[subject], speeds[subject]) if subject is not None else (1.0, 1.0)
             length = max(1, int(round(frames * rng.uniform(0.75, 1.25))))
-            size = rng.uniform(0.85, 1.15)
+            size = rng.uniform(0.85, 1.15) * body
             people = []
             for person in range(persons):
                 if person == 0:
-                    pos = _animate(layout, rest * size, bases, pattern, length, rng)
+                    pos = _animate(layout, rest * size, bases, pattern, length, rng, speed_scale=pace)
                 else:
                     idle = (0.5, "loop-sync", "fwd")
                     pos = _animate(layout, rest * rng.uniform(0.85, 1.15), bases, idle, length, rng) * 0.5
@@ -196,7 +237,10 @@ def synthetic(num_classes: int = 10, num_per_class: int = 30, layout: str | Layo
             sid = f"syn_c{label:02d}_{k:04d}"
             split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
             split_ids[split].append(sid)
-            sequences.append(SkeletonSequence(sid, label, clip.astype(np.float32),
-                                              tags={"fold": split, "pattern": "-".join(map(str, pattern))}))
+            tags: dict[str, int | str] = {"fold": split, "pattern": "-".join(map(str, pattern))}
+            if subject is not None:
+                tags["subject"] = subject
+                split_ids["xsub_train" if subject < (subjects + 1) // 2 else "xsub_test"].append(sid)
+            sequences.append(SkeletonSequence(sid, label, clip.astype(np.float32), tags=tags))
     names = [f"{p[1]}-{p[2]}-x{p[0]:g}" for p in patterns]
     return SkeletonDataset(sequences, layout.name, split_ids, names)

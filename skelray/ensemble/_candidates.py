@@ -4,7 +4,11 @@ A candidate is a trial's chosen checkpoint (the best epoch's, or the last one wh
 ``scope`` judges trials by their last epochs): its ``logits.npz`` (a ``skelray.record.Logits``)
 holds the validation and test logits of that epoch, for the same clips in the same order in
 every trial of the sweep (the data layer fixes the split), so logits of different trials can be
-summed clip by clip; its ``trial.json`` (a ``skelray.record.TrialRecord``) the measured sizes.
+summed clip by clip; its ``trial.json`` (a ``skelray.record.TrialRecord``) the sizes and the
+structure key of its inference form, whose batch-1 latency the sweep's ``costs.json`` gives
+(measured once per architecture, alone on a node: ``skelray.sweep.costs``), so identical
+members are charged the same milliseconds. Sweeps of older versions have no ``costs.json``:
+their trials' own timings are used.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Candidate:
     sparsity: float | None
     params: float
     macs: float
-    latency_ms: float  # batch-1 latency of the inference form, measured by the trial
+    latency_ms: float  # batch-1 latency of the inference form: the sweep's one measurement of its structure
     val_logits: np.ndarray
     val_labels: np.ndarray
     test_logits: np.ndarray
@@ -52,6 +56,9 @@ class Candidate:
     @property
     def test_top1(self) -> float | None:
         return top1(self.test_logits, self.test_labels) if len(self.test_labels) else None
+
+
+FOLD_COLUMN = "config.data.split.fold"
 
 
 def _number(*values: Any) -> float | None:
@@ -77,11 +84,20 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
         raise DataError("is not a sweep folder", where=str(sweep_dir),
                         fix="pass the folder `skelray sweep run` printed (it holds results/ and run-0/)")
     trials, _ = read_results(str(sweep))
+    costs = _costs(sweep)
     sign = -1.0 if record.load_sweep_state(sweep).mode == "min" else 1.0
     out: list[Candidate] = []
     skipped: list[str] = []
-    for row in trials.to_pylist():
+    rows = trials.to_pylist()
+    # Folds of a k-fold sweep validate on different clips, and members are chosen clip by clip
+    # on validation logits: ensemble the trials of one fold (the first).
+    folds = sorted({r.get(FOLD_COLUMN) for r in rows if r.get(FOLD_COLUMN) is not None})
+    for row in rows:
         name = f"{row['run']}/{row['trial_name']}"
+        if len(folds) > 1 and row.get(FOLD_COLUMN) != folds[0]:
+            skipped.append(f"{name}: fold {row.get(FOLD_COLUMN)} (members are chosen on the clips of fold "
+                           f"{folds[0]}; other folds validate on other clips)")
+            continue
         if row.get("status") not in USABLE:
             skipped.append(f"{name}: status {row.get('status')}")
             continue
@@ -98,7 +114,8 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
         test_logits, test_labels = _test_logits(logits)
         b1 = record.latency_key(1)
         params = _number(info.sizes.get(record.PARAMS), row.get(record.PARAMS))
-        latency = _number(info.sizes.get(b1), row.get(b1))
+        measured = costs.entries.get(info.sizes.get(record.STRUCTURE) or "")
+        latency = _number(measured.latency_ms(1) if measured else None, info.sizes.get(b1), row.get(b1))
         if params is None or latency is None:
             skipped.append(f"{name}: no measured params/latency")
             continue
@@ -112,9 +129,17 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
             macs=_number(info.sizes.get(record.MACS), row.get(record.MACS)) or 0.0,
             latency_ms=latency, val_logits=logits.val_logits, val_labels=logits.val_labels,
             test_logits=test_logits, test_labels=test_labels,
-            rank=sign * row["score"] if row.get("score") is not None else None))
+            # A configuration run with several seeds / folds ranks by its mean over them
+            # (skelray.sweep.aggregate), not by its luckiest replicate.
+            rank=sign * _number(row.get("per_config.score_mean"), row.get("score"))
+            if row.get("score") is not None else None))
     _check_same_clips(out)
     return out, skipped
+
+
+def _costs(sweep: Path) -> record.CostTable:
+    path = sweep / record.COSTS_FILE
+    return record.CostTable.from_text(path.read_text(), str(path)) if path.is_file() else record.CostTable()
 
 
 def _check_same_clips(cands: list[Candidate]) -> None:

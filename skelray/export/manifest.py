@@ -65,7 +65,7 @@ class MemberSpec(_Model):
     metrics: dict[str, float | None] = Field(default_factory=dict)  # val_top1, test_top1 of the trial
     params: int  # of the fused form
     macs: int  # per clip, of the fused form
-    latency_ms_b1: float | None = None  # measured by the trial
+    latency_ms_b1: float | None = None  # the sweep's one measurement of its architecture (costs.json)
     sparsity: dict[str, Any] | None = None  # the trial's sparsity config; None = dense
     compacted: bool = False  # sparse: tensor shapes may differ from create_model's (channels removed)
     # module path -> the sizes compaction changed there (set again on load)

@@ -178,13 +178,26 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
     spec = MemberSpec(
         name=name, trial=src.trial, model=model, stream=pp.stream, preprocess=dataclasses.asdict(pp),
         weight=src.weight, metrics=src.metrics, params=int(params), macs=int(macs),
-        latency_ms_b1=src.latency_ms,
+        latency_ms_b1=_measured_latency(src, info),
         sparsity=m.sparsity, compacted=compacted, structure=structure, weights_file=rel,
         sha256=hashlib.sha256((out / rel).read_bytes()).hexdigest(),
         check=CheckInfo(max_abs_diff=worst, logit_scale=scale, tolerance=tolerance,
                         inputs={k: len(v) for k, v in inputs.items()}, per_input=diffs,
                         val_logits_max_abs_diff=val_diff))
     return spec, info
+
+
+def _measured_latency(src: _Source, info: record.TrialRecord) -> float | None:
+    """The member's batch-1 latency: its sweep's one measurement of the member's structure
+    (``costs.json`` of ``<sweep>/<run>/<trial>/<checkpoint>``, timed alone on a node), else what
+    the ensemble file or candidate carried (sweeps of older versions: the trial's own timing)."""
+    key, up = info.sizes.get(record.STRUCTURE), src.checkpoint.resolve().parents
+    path = up[2] / record.COSTS_FILE if len(up) > 2 else None
+    if key and path is not None and path.is_file():
+        measured = record.CostTable.from_text(path.read_text(), str(path)).entries.get(key)
+        if measured is not None and measured.latency_ms(1) is not None:
+            return measured.latency_ms(1)
+    return src.latency_ms
 
 
 def export_bundle(source: str | Path, output: str | Path, *, trial: str | None = None,

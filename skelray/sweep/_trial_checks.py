@@ -7,6 +7,7 @@ so a bad value in a grid is reported at its ``search.`` path before any trial st
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, get_args, get_origin
 
@@ -14,8 +15,9 @@ from pydantic import BaseModel, ValidationError
 
 from skelray.config import TrialConfig
 from skelray.config._problems import Problem, did_you_mean, pydantic_problems, unknown_key_fix
+from skelray.config.trial import FoldSpec
 from skelray.data import get_layout, list_layouts
-from skelray.errors import ConfigError, LayoutError
+from skelray.errors import ConfigError, DataError, LayoutError
 from skelray.sweep._tree import get_path, with_values
 from skelray.sweep.leaves import Leaf
 
@@ -88,11 +90,12 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
                 and not os.path.exists(os.path.expanduser(data.path)):
             out.append(Problem("data.path", f"'{data.path}' does not exist",
                                "check the path (relative paths start from the current folder)"))
-        for key in ("num_classes", "num_per_class", "seed"):
+        for key in ("num_classes", "num_per_class", "seed", "subjects", "subject_effect"):
             # Compared with the default, not "was it written": a dumped spec writes every key.
             if getattr(data, key) != type(data).model_fields[key].default:
                 out.append(Problem(f"data.{key}", f"only used with format synthetic, not {data.format}",
                                    "remove it"))
+    out += _split_problems(data)
     if train.schedule == "step" and not train.milestones:
         out.append(Problem("train.milestones", "schedule step needs milestones", "e.g. milestones: [20, 40]"))
     if train.milestones:
@@ -121,6 +124,57 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
         if sp.schedule.warmup_epochs + sp.schedule.ramp_epochs > train.epochs:
             out.append(Problem("model.sparsity.schedule", "warm-up + ramp epochs exceed train.epochs",
                                "shorten the schedule or train longer"))
+    return out
+
+
+def _split_problems(data: Any) -> list[Problem]:
+    """``data.split.fold`` needs k-fold validation and must name one of its folds."""
+    split = data.split
+    if split.fold is None:
+        return []
+    if not isinstance(split.val, FoldSpec):
+        return [Problem("data.split.fold", f"fold {split.fold} is set, but data.split.val is not k-fold",
+                        "remove data.split.fold, or set data.split.val: {folds: K, by: TAG}")]
+    if split.fold >= split.val.folds:
+        return [Problem("data.split.fold", f"fold {split.fold}, but data.split.val has {split.val.folds} folds",
+                        f"use a fold from 0 to {split.val.folds - 1}, or leave it out: the sweep runs every fold")]
+    return []
+
+
+def check_replicates(spec: SweepSpec, check_paths: bool) -> list[Problem]:
+    """``seeds`` and k-fold validation (``data.split.val: {folds: K, by: TAG}``): each runs every
+    config as several trials, which the searcher and scheduler must allow; the folds' tag and
+    count are checked against the data when it can be read here."""
+    out: list[Problem] = []
+    folds = spec.data.split.val if isinstance(spec.data.split.val, FoldSpec) else None
+    if spec.seeds and "train.seed" in spec.search:
+        out.append(Problem("seeds", f"seeds: {spec.seeds} runs every config with train.seed + 0..{spec.seeds - 1}, "
+                           "but search.train.seed searches train.seed too",
+                           "keep one: remove search.train.seed, or remove seeds"))
+    which = [w for w, on in (("seeds", bool(spec.seeds)), ("data.split.val", folds is not None)) if on]
+    for where in which:
+        what = "seed" if where == "seeds" else "fold"
+        if spec.searcher_type == "optuna":
+            out.append(Problem(where, f"optuna suggests each config once and cannot run it once per {what}",
+                               f"use searcher random (every sampled config then runs each {what}) or grid"))
+        if spec.scheduler.type == "pbt":
+            out.append(Problem(where, f"pbt copies a better trial's whole config into a worse one, its {what} "
+                               "included, so the replicates of a config would not stay apart",
+                               "use scheduler fifo or asha"))
+    if "data.split.val" in spec.search and any(
+            isinstance(v, Mapping) for v in spec.search["data.split.val"].sample_points()):
+        out.append(Problem("search.data.split.val", "k-fold validation cannot be searched: each fold is a trial "
+                           "of the same config", "set data.split.val: {folds: K, by: TAG} outside search"))
+    path = spec.data.path
+    readable = spec.data.format == "synthetic" or bool(
+        path and "://" not in path and "${" not in path and os.path.exists(os.path.expanduser(path)))
+    if folds is not None and check_paths and readable:
+        from skelray.train.data import describe_validation
+
+        try:
+            describe_validation(spec.data)
+        except DataError as exc:
+            out.append(Problem(exc.where or "data.split.val", exc.message, exc.fix))
     return out
 
 
@@ -229,6 +283,7 @@ def check_search(spec: SweepSpec, base: TrialConfig, base_problems: list[Problem
         for value in leaf.sample_points():
             out += _check_value(spec, tree, path, value, where, skip, check_paths)
     out += _check_cycles(spec)
+    out += check_replicates(spec, check_paths)
     return out
 
 

@@ -10,8 +10,13 @@ nothing back in ``spec.py``.
 from __future__ import annotations
 
 import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from skelray import record
 from skelray.config import TrialConfig
 from skelray.config._problems import Problem, did_you_mean, unknown_key_fix
 from skelray.errors import ConfigError
@@ -45,6 +50,7 @@ def check_spec(spec: SweepSpec, *, check_paths: bool = True) -> list[Problem]:
     out += _check_test_every(spec)
     out += _check_resources_shape(spec)
     out += _check_storage(spec)
+    out += _check_costs(spec)
     return out
 
 
@@ -217,3 +223,86 @@ def _check_storage(spec: SweepSpec) -> list[Problem]:
         return [Problem("storage", f"'{scheme}://' is not a pyarrow filesystem",
                         unknown_key_fix(scheme, STORAGE_SCHEMES))]
     return []
+
+
+def _check_costs(spec: SweepSpec) -> list[Problem]:
+    """``constraints``: each entry parses, on a key that is measured; the searcher draws its
+    configs before the run. A latency ``metric``: only grid trials know it while they train."""
+    out: list[Problem] = []
+    for i, text in enumerate(spec.constraints):
+        parsed = parse_constraint(text, spec.train.latency_batches)
+        if not isinstance(parsed, Constraint):
+            out.append(Problem(f"constraints[{i}]", *parsed))
+    if spec.constraints and spec.searcher_type == "optuna":
+        out.append(Problem("constraints", "optuna proposes configs while the sweep runs, so they cannot be "
+                           "measured and dropped before training",
+                           "use searcher grid or random (their configs are drawn before the run), "
+                           "or remove constraints"))
+    if spec.metric.startswith("latency_ms_b"):
+        base = TrialConfig(data=spec.data, model=spec.model, train=spec.train)
+        if spec.searcher_type != "grid" or not known_before_training(base) or any(
+                p.startswith("model.sparsity") for p in spec.search):
+            out.append(Problem("metric", f"{spec.metric} is measured once per architecture apart from training, "
+                               "and is known while trials train only for a grid over architectures "
+                               "that training does not compact",
+                               "rank by accuracy (e.g. metric: val/top1) and bound the latency with "
+                               f"constraints: [\"{spec.metric} <= 20\"]"))
+    return out
+
+
+# -- constraints ------------------------------------------------------------------------------------
+_OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, "<": operator.lt, ">=": operator.ge,
+                                                   ">": operator.gt}
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*([-+0-9.eE_]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One ``constraints:`` entry: ``key op limit``."""
+
+    text: str
+    key: str
+    op: str
+    limit: float
+
+    def holds(self, value: float | None) -> bool | None:
+        """Whether ``value`` satisfies it; None when the value is unknown."""
+        return None if value is None else _OPS[self.op](float(value), self.limit)
+
+
+def constraint_keys(latency_batches: list[int] | tuple[int, ...]) -> list[str]:
+    return [record.PARAMS, record.MACS, *(record.latency_key(b) for b in latency_batches)]
+
+
+def parse_constraint(text: Any, latency_batches: list[int] | tuple[int, ...]) -> Constraint | tuple[str, str]:
+    """The constraint ``text`` states, or ``(problem, fix)``."""
+    keys = constraint_keys(latency_batches)
+    example = f"e.g. \"{record.latency_key(latency_batches[0] if latency_batches else 1)} <= 20\" or \"params <= 1e6\""
+    if not isinstance(text, str):
+        return f"must be a string such as \"params <= 1e6\", not {type(text).__name__}", example
+    m = _CONSTRAINT.match(text)
+    if not m:
+        return f"'{text}' is not 'KEY OP NUMBER'", f"write {example} (operators <=, <, >=, >)"
+    key, op, number = m.groups()
+    try:
+        limit = float(number)
+    except ValueError:
+        return f"'{number}' is not a number", f"write {example}"
+    if not math.isfinite(limit):
+        return f"the limit {number} is not finite", f"write {example}"
+    if key not in keys:
+        batch = re.fullmatch(r"latency_ms_b([0-9]+)", key)
+        if batch:
+            problem = (f"batch size {batch.group(1)} is not measured (train.latency_batches is "
+                       f"{list(latency_batches)})")
+            return problem, f"add {batch.group(1)} to train.latency_batches, or bound one of {', '.join(keys)}"
+        return f"'{key}' cannot be constrained", unknown_key_fix(key, keys)
+    return Constraint(text.strip(), key, op, limit)
+
+
+def known_before_training(cfg: TrialConfig) -> bool:
+    """Whether training leaves the inference form's structure as the config builds it: dense,
+    element or kernel sparsity. Channel and CTF sparsity compact it into a smaller one."""
+    sp = cfg.model.sparsity
+    granularity = sp.granularity if sp is not None else cfg.model.kwargs.get("granularity", "element")
+    return (sp is None and cfg.model.name != "sparse_ensemble") or granularity in ("element", "kernel")

@@ -25,6 +25,35 @@ def validate(sweep_file: Path = typer.Argument(..., help="Sweep YAML (skelray or
     spec = load_sweep(sweep_file, cli_overrides(set_, data))
     console.print(f"[green]ok[/]: sweep [bold]{spec.name}[/], searcher {spec.searcher_type}, "
                   f"scheduler {spec.scheduler.type}, {count_trials(spec)} trials")
+    if spec.constraints:
+        from skelray.sweep.costs import preview
+
+        for line in preview(spec):
+            console.print(line)
+    _print_validation(spec)
+
+
+def _print_validation(spec) -> None:
+    """The replicates of each config (seeds, folds) and the rule that chooses the validation
+    clips, read from the data (as each trial will choose them)."""
+    from rich.markup import escape
+
+    from skelray.sweep.spec import count_trials
+    from skelray.train.data import describe_validation
+
+    grids = spec.replicate_leaves()
+    if grids:
+        each = " x ".join(f"{len(leaf.grid_points())} {path.rsplit('.', 1)[-1]}s" for path, leaf in grids.items())
+        runs = 1
+        for leaf in grids.values():
+            runs *= len(leaf.grid_points())
+        console.print(f"replicates: {each} of every config ({count_trials(spec) // runs} configs)")
+    path = spec.data.path
+    if path and "://" in path:
+        console.print("validation: chosen when each trial loads the data (a remote path is not read here)")
+        return
+    for line in describe_validation(spec.trial_config().data):
+        console.print(f"validation: {escape(line)}")
 
 
 @app.command("run")

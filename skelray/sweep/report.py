@@ -3,13 +3,12 @@ accuracy per millisecond, and how did each trial learn."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pyarrow as pa
 from rich.table import Table
 
-from skelray.record import EPOCH, MACS, PARAMS, TEST_TOP1, VAL_TOP1, latency_key
+from skelray.record import EPOCH, LATENCY_BASIS, MACS, PARAMS, TEST_TOP1, VAL_TOP1, latency_key
 from skelray.sweep.aggregate import aggregate
 from skelray.sweep.results import best_column
 
@@ -43,8 +42,14 @@ def leaderboard(trials: pa.Table, *, mode: str = "max", top: int | None = None) 
     ties marked) when any configuration was run more than once, else by trial."""
     rows, configs = aggregate(trials.to_pylist(), mode=mode)
     if any(c["replicates"] for c in configs):
-        return config_leaderboard(configs, pa.Table.from_pylist(rows), top=top)
-    return trial_leaderboard(trials, mode=mode, top=top)
+        table = config_leaderboard(configs, pa.Table.from_pylist(rows), top=top)
+    else:
+        table = trial_leaderboard(trials, mode=mode, top=top)
+    basis = next((r.get(LATENCY_BASIS) for r in rows if r.get(LATENCY_BASIS)), None)
+    if basis:
+        table.caption = f"ms b1 / b64: latency of the inference form, {basis}"
+        table.caption_justify = "left"
+    return table
 
 
 def trial_leaderboard(trials: pa.Table, *, mode: str = "max", top: int | None = None) -> Table:

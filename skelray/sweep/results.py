@@ -195,7 +195,10 @@ def _chosen(values: list[float | None], scope: str, mode: str) -> int | None:
 
 
 def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total: int | None,
-              status: str | None = None, scope: str = "all") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              status: str | None = None, scope: str = "all", costs: record.CostTable | None = None
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One trial's row and its epoch rows. ``costs``: the sweep's measured costs (read from the
+    sweep folder's ``costs.json``, the trial folder's grandparent, when not given)."""
     params = trial.join(record.PARAMS_FILE)
     config = record.params_from_text(params.read_text(), params.path)
     epochs = _read_epochs(trial)
@@ -240,6 +243,7 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
         "node_id": last.get(record.NODE_ID),
         "wall_time_s": last.get(record.TUNE_TIME_TOTAL),
         "best_checkpoint": posixpath.relpath(best_ckpt[0].path, trial.path) if best_ckpt else None,
+        "holdout": ckpts[-1][1].holdout if ckpts else None,  # how validation was chosen, in words
         "error": error,
         "failures": error_text.count("Failure #"),
     }
@@ -250,14 +254,37 @@ def trial_row(run: str, trial: Location, *, metric: str, mode: str, epochs_total
     for key in SUMMARY_METRICS:
         row[best_column(key)] = chosen.get(key) if chosen else None
         row[final_column(key)] = last.get(key) if last else None
-    for key in record.SIZE_KEYS:
-        row[key] = last.get(key) if last else None
-    row.update({k: v for k, v in last.items() if record.is_latency_key(k)})
+    row.update(_sizes(trial, best_ckpt[1].sizes if best_ckpt else {}, last, costs))
     row.update(flatten(config, "config."))
     epoch_rows = [{"run": run, "trial_id": row["trial_id"], "trial_name": trial.name,
                    **{k: v for k, v in e.items() if k not in ("config",) and not isinstance(v, (dict, list))}}
                   for e in epochs]
     return row, epoch_rows
+
+
+def _sizes(trial: Location, sizes: dict[str, Any], last: dict[str, Any],
+           costs: record.CostTable | None) -> dict[str, Any]:
+    """Params, MACs and latency of the chosen checkpoint's inference form, and where the latency
+    comes from. The latency is the sweep's one measurement of that structure (``costs.json``,
+    timed alone on a node), so identical architectures show identical latency; trials of older
+    versions keep the latency they timed themselves."""
+    structure = sizes.get(record.STRUCTURE)
+    if not structure:
+        out = {key: last.get(key) for key in record.SIZE_KEYS}
+        out.update({k: v for k, v in last.items() if record.is_latency_key(k)})
+        has = any(record.is_latency_key(k) and v is not None for k, v in out.items())
+        return {**out, record.STRUCTURE: None, record.LATENCY_BASIS: record.LATENCY_SELF_TIMED if has else None}
+    if costs is None:
+        sweep = Location(trial.fs, posixpath.dirname(posixpath.dirname(trial.path.rstrip("/"))))
+        path = sweep.join(record.COSTS_FILE)
+        costs = record.CostTable.from_text(path.read_text(), path.path) if path.exists() else record.CostTable()
+    cost = costs.entries.get(structure)
+    out = {key: None for key in record.SIZE_KEYS}
+    out.update({k: v for k, v in sizes.items() if k != record.STRUCTURE})
+    if cost is not None:
+        out.update(cost.sizes())
+    has = cost is not None and bool(cost.latency)
+    return {**out, record.STRUCTURE: structure, record.LATENCY_BASIS: record.LATENCY_MEASURED_ALONE if has else None}
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -5,6 +5,9 @@ A sweep lives in one folder, ``<storage>/<name>/``:
   sweep.yaml          the spec as run (resume reads it back)
   sweep_state.json    metric, mode, scope, the runs so far, whether the last one finished
                       (a ``skelray.record.SweepState``, replaced atomically at every change)
+  costs.json          the inference cost of each distinct architecture, measured once, alone
+                      on a node, before the run (or after it, for compacted models): what the
+                      trials table, plots, ensembles and exports read (``skelray.sweep.costs``)
   run-0/ run-1/ ...   one Tune experiment per `run` / `--more`, one folder per trial
   results/            trials.parquet and epochs.parquet (see skelray.sweep.results)
   wandb/              offline W&B runs, when storage is local
@@ -22,6 +25,7 @@ from rich.console import Console
 from skelray.errors import ConfigError
 from skelray.record import SWEEP_STATE_FILE, SweepState
 from skelray.runtime import start_ray
+from skelray.sweep.costs import CostPlan, load_costs, measure_after_run, plan_run, trial_latencies
 from skelray.sweep.results import Location, collect, sweep_state, write_sweep_state
 
 SPEC_FILE = "sweep.yaml"
@@ -58,8 +62,19 @@ class _TrialNamer:
         return f"t{index}-{name}" if name else f"t{index}"
 
 
+def _trainable(spec, latencies: dict[str, dict[str, float]]):
+    """The trial function with its resources and the sweep's measured latencies (which it
+    reports instead of timing itself beside other trials)."""
+    from ray import tune
+
+    from skelray.sweep.tune_builders import trial_resources
+    from skelray.train.trial import tune_trainable
+
+    return tune.with_resources(tune.with_parameters(tune_trainable, latencies=latencies), trial_resources(spec))
+
+
 def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, seed_offset: int = 0,
-           console: Console):
+           console: Console, plan: CostPlan | None = None):
     from ray import tune
 
     from skelray.sweep.live import LiveView
@@ -68,11 +83,16 @@ def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, s
         build_param_space,
         build_stopper,
         build_tune_config,
-        trial_resources,
     )
-    from skelray.train.trial import tune_trainable
 
     tune_config = build_tune_config(spec, num_samples=num_samples, seed_offset=seed_offset)
+    if plan is not None and plan.points is not None:
+        # Constraints dropped configs: Tune runs the rest, an explicit list, instead of the search.
+        from ray.tune.search import BasicVariantGenerator
+
+        tune_config.search_alg = BasicVariantGenerator(points_to_evaluate=[dict(p) for p in plan.points],
+                                                       max_concurrent=spec.max_concurrent or 0)
+        tune_config.num_samples = len(plan.points)
     # A finished trial's worker process takes the next trial: torch and skelray are imported
     # once per worker instead of once per trial.
     tune_config.reuse_actors = True
@@ -95,7 +115,7 @@ def _tuner(spec, sweep: Location, run: str, *, num_samples: int | None = None, s
         callbacks=callbacks,
         verbose=0,
     )
-    trainable = tune.with_resources(tune_trainable, trial_resources(spec))
+    trainable = _trainable(spec, plan.latencies if plan is not None else {})
     param_space = build_param_space(spec, seed_offset=seed_offset)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -141,9 +161,13 @@ def run_sweep(spec, *, address: str | None = None, storage: str | None = None,
     started = start_ray(address)
     try:
         _check_cluster(spec)
+        # Costs first (nothing trains yet): a sweep whose every config breaks its constraints
+        # stops here, leaving only costs.json, so it can be rerun at once.
+        plan = plan_run(spec, sweep, console=console)
         sweep.join(SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         write_sweep_state(sweep, _state(spec, ["run-0"], finished=False))
-        _tuner(spec, sweep, "run-0", console=console).fit()
+        _tuner(spec, sweep, "run-0", console=console, plan=plan).fit()
+        measure_after_run(spec, sweep, console=console)
         return _finish(spec, sweep, ["run-0"], console)
     finally:
         if started:
@@ -169,9 +193,6 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
     add that many samples as a new run (Tune itself cannot grow a finished experiment)."""
     from ray import tune
 
-    from skelray.sweep.tune_builders import trial_resources
-    from skelray.train.trial import tune_trainable
-
     console = console or Console()
     sweep, spec = load_sweep_dir(sweep_dir)
     state = sweep_state(sweep)
@@ -185,8 +206,8 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
 
             prepare_env(spec)
             console.print(f"resuming {runs[-1]} of sweep {spec.name}")
-            tuner = tune.Tuner.restore(spec_storage_uri(last), trainable=tune.with_resources(
-                tune_trainable, trial_resources(spec)), resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(spec_storage_uri(last), trainable=_trainable(
+                spec, trial_latencies(load_costs(sweep))), resume_unfinished=True, resume_errored=True)
             tuner.fit()
         if more > 0:
             run = f"run-{len(runs)}"
@@ -194,7 +215,10 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
             write_sweep_state(sweep, _state(spec, runs, finished=False))
             console.print(f"adding {more} samples to sweep {spec.name} as {run}")
             more_spec, samples, offset = _more_spec(spec, more, len(runs) - 1)
-            _tuner(more_spec, sweep, run, num_samples=samples, seed_offset=offset, console=console).fit()
+            plan = plan_run(more_spec, sweep, console=console, num_samples=samples, seed_offset=offset)
+            _tuner(more_spec, sweep, run, num_samples=samples, seed_offset=offset, console=console,
+                   plan=plan).fit()
+        measure_after_run(spec, sweep, console=console)
         return _finish(spec, sweep, runs, console)
     finally:
         if started:

@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from skelray.config import DataSpec, ModelSpec, Problems, TrainSpec, TrialConfig, pydantic_problems
 from skelray.config import Section as _Section
+from skelray.config.trial import FoldSpec
 from skelray.sweep import _source, _validate
 from skelray.sweep._naming import trial_name as trial_name_from
 from skelray.sweep._tree import with_values
@@ -103,10 +104,18 @@ class SweepSpec(_Section):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: int | None = Field(None, ge=1)  # trials at once; None = as many as resources allow
     num_samples: int | None = Field(None, ge=1)  # None: 1 for grid, 10 for random/optuna
+    # Run every config with N training seeds (train.seed + 0..N-1): a grid over train.seed,
+    # combined with the search like any grid. With data.split.val: {folds: K} each seed runs
+    # every fold. None: one seed.
+    seeds: int | None = Field(None, ge=1)
     failure: FailureSpec = Field(default_factory=FailureSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     storage: str | None = None  # local folder or pyarrow URI (s3://bucket/x, gs://...); None: runner default
     wandb: WandbSpec = Field(default_factory=WandbSpec)  # mode: disabled turns W&B off
+    # Bounds on the inference cost, e.g. ["latency_ms_b1 <= 20", "params <= 1e6"] (keys params,
+    # macs, latency_ms_bN for N in train.latency_batches): grid and random configs that cannot
+    # fit are dropped before any trains (skelray.sweep.costs).
+    constraints: list[Any] = Field(default_factory=list)
 
     @field_validator("scope")
     @classmethod
@@ -139,6 +148,24 @@ class SweepSpec(_Section):
             return self.storage
         return str(Path(self.storage).expanduser().resolve())
 
+    # -- replicates: seeds and folds -----------------------------------------------------------
+    def replicate_leaves(self) -> dict[str, Leaf]:
+        """The grids the sweep adds to ``search`` so every config runs as several trials:
+        ``data.split.fold`` over 0..K-1 for ``data.split.val: {folds: K}``, and ``train.seed``
+        over ``train.seed + 0..seeds-1``. A path the search already sets is left to it (a
+        grid sweep's ``--more`` searches train.seed itself)."""
+        out: dict[str, Leaf] = {}
+        val = self.data.split.val
+        if isinstance(val, FoldSpec) and "data.split.fold" not in self.search:
+            out["data.split.fold"] = Grid(tuple(range(val.folds)))
+        if self.seeds and "train.seed" not in self.search:
+            out["train.seed"] = Grid(tuple(range(self.train.seed, self.train.seed + self.seeds)))
+        return out
+
+    def expanded_search(self) -> dict[str, Leaf]:
+        """``search`` with the replicate grids after it: what Tune expands and names trials by."""
+        return {**self.search, **self.replicate_leaves()}
+
     # -- trial configs -----------------------------------------------------------------------
     def base_config(self) -> dict[str, Any]:
         """The unsearched trial config (data/model/train) as plain, JSON-friendly dicts."""
@@ -156,7 +183,7 @@ class SweepSpec(_Section):
 
     def trial_name(self, config: Mapping[str, Any]) -> str:
         """Readable, deterministic, file-name-safe name from the searched values of ``config``."""
-        return trial_name_from(self.search, self.base_config(), config)
+        return trial_name_from(self.expanded_search(), self.base_config(), config)
 
 
 def trial_name(config: Mapping[str, Any], spec: SweepSpec | None = None) -> str:
@@ -173,8 +200,9 @@ def trial_name(config: Mapping[str, Any], spec: SweepSpec | None = None) -> str:
 
 
 def grid_size(spec: SweepSpec) -> int:
-    """Trials one sample expands to: the product of the grid leaves' lengths."""
-    return grid_trials(spec.search.values())
+    """Trials one sample expands to: the product of the grid leaves' lengths, the replicate
+    grids (seeds, folds) included."""
+    return grid_trials(spec.expanded_search().values())
 
 
 def count_trials(spec: SweepSpec, num_samples: int | None = None) -> int:

@@ -48,10 +48,11 @@ def build_param_space(spec: SweepSpec, seed_offset: int = 0) -> dict[str, Any]:
 
 
 def _seeded(spec: SweepSpec, offset: int) -> tuple[dict[str, Leaf], dict[str, Any]]:
-    """The search leaves and base config with ``train.seed`` moved by ``offset``."""
+    """The search leaves (the replicate grids of ``seeds`` and folds included) and base config
+    with ``train.seed`` moved by ``offset``."""
     base = spec.base_config()
     base["train"]["seed"] += offset
-    search = dict(spec.search)
+    search = spec.expanded_search()
     if "train.seed" in search:
         search["train.seed"] = search["train.seed"].shifted(offset)
     return search, base
@@ -68,7 +69,10 @@ def build_search_alg(spec: SweepSpec, seed_offset: int = 0) -> Searcher | Search
     if kind == "grid":
         return BasicVariantGenerator(max_concurrent=limit) if limit else None
     if kind == "random":
-        return BasicVariantGenerator(random_state=seed, max_concurrent=limit or 0)
+        # With seeds or folds, the replicates of a sample must share its random values: Tune
+        # otherwise draws them anew for every grid point.
+        return BasicVariantGenerator(random_state=seed, max_concurrent=limit or 0,
+                                     constant_grid_search=bool(spec.replicate_leaves()))
     from ray.tune.search.optuna import OptunaSearch
 
     searcher: Searcher = OptunaSearch(space=OptunaSpace(*_seeded(spec, seed_offset)), metric=spec.metric,

@@ -5,11 +5,13 @@ by epoch and, after each, hands its metrics and a checkpoint folder to a ``repor
 ``state.pt`` (weights, optimiser, RNG) and the ``skelray.record`` files, a ``TrialRecord``
 (``trial.json``) and a ``Logits`` (``logits.npz``). ``tune_trainable`` is the same run inside a
 Ray Tune trial, with the data shared per node (``node_splits``). ``model_from_checkpoint`` turns
-a checkpoint folder back into the trained model and its record; ``measure.measure`` gives the
-params, MACs and latency of a model's inference form, which every checkpoint records.
+a checkpoint folder back into the trained model and its record; ``measure.sizes`` gives the
+params, MACs and structure key of a model's inference form, which every checkpoint records.
+Latency is not timed here while trials train beside it: the sweep measures each structure
+once, alone on a node (``skelray.sweep.costs``, on ``measure.time_forward``).
 
 Submodules: ``trial`` (the run and its checkpoints), ``loop`` (one epoch, evaluation, optimiser
-and schedule, free of Ray), ``data`` (splits and the per-node cache), ``measure`` (sizes, latency).
+and schedule, free of Ray), ``data`` (splits and the per-node cache), ``measure`` (sizes, structure key, the latency timer).
 This package imports nothing from ``skelray.sweep``: a sweep calls it, not the other way round.
 """
 

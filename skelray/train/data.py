@@ -11,15 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from skelray.config import DataSpec
+from skelray.config.trial import FoldSpec
 from skelray.errors import DataError
 from skelray.train.loop import Split
 
 CACHE_NAMESPACE = "skelray"
-VAL_FRACTION = 0.1
+VAL_FRACTION = 0.1  # the share of the training clips a hold-out aims at
+# A hold-out of whole tag values never takes more than this share of the training clips: where
+# every value holds more (one or two training views), ``auto`` keeps recordings together instead.
+MAX_HOLDOUT_FRACTION = 0.25
+HOLDOUT_SEED = 0  # fixed, so every trial of a sweep validates on the same clips
 
 
 @dataclass
@@ -31,20 +37,73 @@ class DataBundle:
     num_classes: int
     in_channels: int
     class_names: list[str] = field(default_factory=list)
+    holdout: str = ""  # how the validation clips were chosen, in words (recorded in trial.json)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Training clips split into those kept for training and those that validate, and the rule
+    that chose them in words (what ``sweep validate`` prints and the trials table records)."""
+
+    kept: list[int]
+    held: list[int]
+    rule: str
 
 
 VIEW_TAGS = ("view", "camera")
 
 
+def _tag(seq, key: str) -> str:
+    return str(seq.tags.get(key))
+
+
+def _natural(value: Any) -> tuple:
+    """Sort key: numbers in numeric order (subject 2 before 10), then text."""
+    parts = value if isinstance(value, tuple) else (value,)
+    return tuple((0, int(p), "") if p.lstrip("-").isdigit() else (1, 0, p) for p in parts)
+
+
+def _common_tags(sequences: list, ids: list[int]) -> list[str]:
+    """Tags that every clip in ``ids`` carries."""
+    if not ids:
+        return []
+    common = set(sequences[ids[0]].tags)
+    for i in ids:
+        common &= set(sequences[i].tags)
+    return sorted(common)
+
+
+def _plural(keys: list[str]) -> str:
+    if len(keys) > 1:
+        return f"{'/'.join(keys)} groups"
+    return f"{keys[0]}es" if keys[0].endswith("s") else f"{keys[0]}s"
+
+
+def differing_tags(sequences: list, train: list[int], test: list[int]) -> list[str]:
+    """The tags by which the test split differs from train: tags on every training and test
+    clip whose training values and test values have none in common, with at least two values in
+    training (a tag with one is the split's own name, nothing to hold out by). Fewest training
+    values first: a subject tag comes before a per-clip id that is also disjoint."""
+    if not train or not test:
+        return []
+    found = []
+    for key in _common_tags(sequences, train + test):
+        in_train = {_tag(sequences[i], key) for i in train}
+        if len(in_train) >= 2 and not in_train & {_tag(sequences[i], key) for i in test}:
+            found.append((len(in_train), key))
+    return [key for _, key in sorted(found)]
+
+
 def holdout_groups(sequences: list, ids: list[int], group_by: str | list[str]) -> dict[int, tuple]:
     """The hold-out group of each clip in ``ids``: clips of one group are held out together.
 
-    ``"auto"``: when the clips carry a view or camera tag, clips with the same label and the same
-    value of every other tag are one recording seen from several cameras, and form one group
-    (holding out one view of a recording while training on another would let validation
-    reward recognising a performance it has already seen). Without such tags, or with
-    ``"clip"``, every clip is its own group. A list of tag names groups by those tags (and the
-    label): ``[subject]`` holds out whole subjects' clips of a class.
+    ``"auto"`` here is the recording rule (what ``plan_holdout``'s auto falls back to): when the
+    clips carry a view or camera tag, clips with the same label and the same value of every
+    other tag are one recording seen from several cameras, and form one group (holding out one
+    view of a recording while training on another would let validation reward recognising a
+    performance it has already seen). Without such tags, or with ``"clip"``, every clip is its
+    own group. A list of tag names groups by the values of those tags (whole subjects for
+    ``[subject]``, every class of a subject together); a tag missing from a clip is an error.
     """
     if group_by == "clip":
         return {i: (i,) for i in ids}
@@ -53,15 +112,15 @@ def holdout_groups(sequences: list, ids: list[int], group_by: str | list[str]) -
         if not any(t in VIEW_TAGS for t in tags):
             return {i: (i,) for i in ids}
         keys = [t for t in tags if t not in VIEW_TAGS]
-    else:
-        keys = list(group_by)
-        present = sorted({k for i in ids for k in sequences[i].tags})
-        for k in keys:
-            if any(k not in sequences[i].tags for i in ids):
-                raise DataError(f"tag '{k}' is not on every training clip", where="data.split.holdout_group",
-                                fix=f"group by tags the clips carry ({', '.join(present) or 'none'}), "
-                                    "or use auto or clip")
-    return {i: (sequences[i].label, *(str(sequences[i].tags.get(k)) for k in keys)) for i in ids}
+        return {i: (sequences[i].label, *(_tag(sequences[i], k) for k in keys)) for i in ids}
+    keys = list(group_by)
+    present = sorted({k for i in ids for k in sequences[i].tags})
+    for k in keys:
+        if any(k not in sequences[i].tags for i in ids):
+            raise DataError(f"tag '{k}' is not on every training clip", where="data.split.holdout_group",
+                            fix=f"group by tags the clips carry ({', '.join(present) or 'none'}), "
+                                "or use auto or clip")
+    return {i: tuple(_tag(sequences[i], k) for k in keys) for i in ids}
 
 
 def _holdout(ids: list[int], labels: np.ndarray, fraction: float, seed: int,
@@ -88,6 +147,140 @@ def _holdout(ids: list[int], labels: np.ndarray, fraction: float, seed: int,
     return sorted(kept), sorted(held)
 
 
+def _whole_values(sequences: list, ids: list[int], keys: list[str], fraction: float,
+                  seed: int) -> tuple[list[int], list[int], str] | None:
+    """Hold out whole values of ``keys`` (all classes of a subject at once): values are taken in
+    an order shuffled with ``seed``, skipping any that would bring the held-out clips above
+    ``MAX_HOLDOUT_FRACTION`` of ``ids``, until at least ``fraction`` of them are held out.
+    Returns (kept, held, what was held in words), or None when no value fits under the cap."""
+    groups = holdout_groups(sequences, ids, keys)
+    by_value: dict[tuple, list[int]] = {}
+    for i in ids:
+        by_value.setdefault(groups[i], []).append(i)
+    values = sorted(by_value, key=_natural)
+    n = len(ids)
+    target, cap = max(1, round(fraction * n)), MAX_HOLDOUT_FRACTION * n
+    chosen, taken = [], 0
+    for j in np.random.default_rng(seed).permutation(len(values)):
+        if taken >= target:
+            break
+        size = len(by_value[values[j]])
+        if taken + size <= cap:
+            chosen.append(values[j])
+            taken += size
+    if not chosen:
+        return None
+    held = sorted(i for v in chosen for i in by_value[v])
+    kept = sorted(set(ids) - set(held))
+    shown = sorted(chosen, key=_natural)
+    names = ", ".join("/".join(v) for v in shown) if len(shown) <= 8 else f"{len(shown)} of them"
+    what = (f"{len(chosen)} of {len(values)} training {_plural(keys)} ({names}), {len(held)} clips "
+            f"({100 * len(held) / n:.0f}% of the training split)")
+    return kept, held, what
+
+
+def plan_holdout(sequences: list, train: list[int], test: list[int], group_by: str | list[str], *,
+                 fraction: float = VAL_FRACTION, seed: int = HOLDOUT_SEED) -> Holdout:
+    """The validation clips carved from ``train`` when ``data.split.val`` is null.
+
+    - ``"auto"`` mirrors the test protocol. It looks for a tag by which the test split differs
+      from train (``differing_tags``: subject for a cross-subject protocol, view or camera for
+      a cross-view one, setup, performer, ...) and holds out whole values of it: whole
+      subjects, every class of each. Values are taken in a seeded random order, skipping any
+      that would make the hold-out more than a quarter (``MAX_HOLDOUT_FRACTION``) of the
+      training clips, until at least a tenth (``VAL_FRACTION``) is held out. When no value fits
+      under that quarter (NW-UCLA's cross-view protocol trains on two views, each half the
+      clips), or there is no test split or no such tag, it falls back to the recording rule of
+      ``holdout_groups``: a tenth of each class, the views of one recording kept together.
+    - A list of tags (``[subject]``) holds out whole values of those tags, the same way; when
+      no value fits under the quarter it is a DataError.
+    - ``"clip"``: a tenth of each class, clip by clip.
+    """
+    labels = np.array([s.label for s in sequences], dtype=np.int64)
+    share = f"{100 * fraction:.0f}% of each class"
+    if group_by == "clip":
+        kept, held = _holdout(train, labels, fraction, seed)
+        return Holdout(kept, held, f"clip by clip (holdout_group: clip), {share}: {len(held)} clips")
+    if group_by != "auto":
+        keys = list(group_by)
+        got = _whole_values(sequences, train, keys, fraction, seed)
+        if got is None:
+            raise DataError(f"every training value of {', '.join(keys)} holds more than "
+                            f"{100 * MAX_HOLDOUT_FRACTION:.0f}% of the training clips, so no whole one can "
+                            "be held out for validation", where="data.split.holdout_group",
+                            fix="use auto (it keeps the views of a recording together instead) or clip, "
+                                "or group by a tag with more values")
+        kept, held, what = got
+        return Holdout(kept, held, f"whole {_plural(keys)} (holdout_group: [{', '.join(keys)}]): {what}")
+    why = "no test split to mirror" if not test else "no tag tells the test split apart from train"
+    infeasible = []
+    for key in differing_tags(sequences, train, test):
+        values = len({_tag(sequences[i], key) for i in train})
+        if values == len(train):
+            continue  # one clip per value (a clip id): holding out whole values mirrors nothing
+        got = _whole_values(sequences, train, [key], fraction, seed)
+        if got is not None:
+            kept, held, what = got
+            return Holdout(kept, held, f"whole {_plural([key])} (the test split differs from train by "
+                                       f"{key}): {what}")
+        infeasible.append(f"the test split differs from train by {key}, but each of the {values} training "
+                          f"{_plural([key])} holds over {100 * MAX_HOLDOUT_FRACTION:.0f}% of the training clips")
+    if infeasible:
+        why = infeasible[0]
+    groups = holdout_groups(sequences, train, "auto")
+    kept, held = _holdout(train, labels, fraction, seed, groups=groups)
+    views = sorted({k for i in train for k in sequences[i].tags if k in VIEW_TAGS})
+    rule = f"the {'/'.join(views)}s of one recording together" if views else "clip by clip"
+    return Holdout(kept, held, f"{rule}, {share} ({why}): {len(held)} clips")
+
+
+def fold_values(sequences: list, train: list[int], by: str, folds: int,
+                seed: int = HOLDOUT_SEED) -> list[list[str]]:
+    """The training split's values of tag ``by`` partitioned into ``folds`` folds: values in an
+    order shuffled with ``seed``, each to the fold with the fewest clips so far (ties: the lower
+    fold). DataErrors at ``data.split.val`` when ``by`` is not on every training clip or there
+    are fewer values than folds."""
+    present = _common_tags(sequences, train)
+    if by not in present:
+        raise DataError(f"k-fold by '{by}': not a tag of every training clip", where="data.split.val",
+                        fix=f"set by to one of {', '.join(present) or '(the clips carry no tags)'}, "
+                            "or use val: null for one hold-out")
+    sizes: dict[str, int] = {}
+    for i in train:
+        key = _tag(sequences[i], by)
+        sizes[key] = sizes.get(key, 0) + 1
+    values = sorted(sizes, key=_natural)
+    if folds > len(values):
+        raise DataError(f"{folds} folds by {by}, but the training split has only {len(values)} "
+                        f"{_plural([by])}", where="data.split.val",
+                        fix=f"use folds: {len(values)} or fewer, or group by a tag with more values")
+    out: list[list[str]] = [[] for _ in range(folds)]
+    load = [0] * folds
+    for j in np.random.default_rng(seed).permutation(len(values)):
+        k = int(np.argmin(load))
+        out[k].append(values[j])
+        load[k] += sizes[values[j]]
+    return [sorted(f, key=_natural) for f in out]
+
+
+def plan_fold(sequences: list, train: list[int], spec: FoldSpec, fold: int | None) -> Holdout:
+    """Fold ``fold`` of ``data.split.val: {folds: K, by: TAG}``: validate on that fold's values of
+    ``by`` (``fold_values``), train on the rest."""
+    k = 0 if fold is None else fold
+    if not 0 <= k < spec.folds:
+        raise DataError(f"fold {k}, but data.split.val has {spec.folds} folds", where="data.split.fold",
+                        fix=f"use a fold from 0 to {spec.folds - 1} (a sweep runs every fold itself)")
+    values = set(fold_values(sequences, train, spec.by, spec.folds)[k])
+    held = [i for i in train if _tag(sequences[i], spec.by) in values]
+    kept = [i for i in train if _tag(sequences[i], spec.by) not in values]
+    total = len({_tag(sequences[i], spec.by) for i in train})
+    shown = sorted(values, key=_natural)
+    names = ", ".join(shown) if len(shown) <= 8 else f"{len(shown)} of them"
+    return Holdout(kept, held, f"fold {k} of {spec.folds} by {spec.by}: {len(values)} of {total} training "
+                               f"{_plural([spec.by])} ({names}), {len(held)} clips "
+                               f"({100 * len(held) / len(train):.0f}% of the training split)")
+
+
 def _read_source(data: DataSpec):
     """The whole dataset named by a data spec, as ``(sequences, splits, layout, class_names)``."""
     fmt = data.format
@@ -95,7 +288,8 @@ def _read_source(data: DataSpec):
         from skelray.data.synthetic import synthetic
 
         # Clips are generated at the sampled length; sampling then varies only the phase.
-        ds = synthetic(data.num_classes, data.num_per_class, data.resolved_layout(), data.frames, data.seed)
+        ds = synthetic(data.num_classes, data.num_per_class, data.resolved_layout(), data.frames, data.seed,
+                       subjects=data.subjects, subject_effect=data.subject_effect)
         return ds.sequences, ds.splits, ds.layout, ds.class_names
     if fmt == "store":
         from skelray.data.store import open_store
@@ -112,17 +306,10 @@ def _read_source(data: DataSpec):
     return ds.sequences, ds.splits, ds.layout, ds.class_names
 
 
-def load_splits(data: DataSpec) -> DataBundle:
-    """Read a data spec's train, val and test splits.
-
-    ``data.split.val`` names a split, or is null: then a stratified ``VAL_FRACTION`` of the
-    training split is held out, with a fixed seed so every trial holds out the same clips and
-    validation logits are comparable across trials (the ensemble builder relies on that).
-    ``data.split.holdout_group`` keeps clips of one recording together (``holdout_groups``).
-    """
-    sequences, named, layout, class_names = _read_source(data)
+def _choose(data: DataSpec, sequences: list,
+            named: dict[str, list[str]]) -> tuple[list[int], Holdout, list[int]]:
+    """Indices of the train, validation and test clips, and the rule that chose validation's."""
     index = {s.id: i for i, s in enumerate(sequences)}
-    labels = np.array([s.label for s in sequences], dtype=np.int64)
 
     def ids_of(split: str | None, where: str) -> list[int]:
         if split is None:
@@ -132,22 +319,57 @@ def load_splits(data: DataSpec) -> DataBundle:
                             fix=f"choose one of {sorted(named)}")
         return sorted(index[i] for i in named[split] if i in index)
 
-    train = ids_of(data.split.train, "data.split.train")
-    val = ids_of(data.split.val, "data.split.val")
-    test = ids_of(data.split.test, "data.split.test")
-    if data.split.val is None:
-        groups = holdout_groups(sequences, train, data.split.holdout_group)
-        train, val = _holdout(train, labels, VAL_FRACTION, seed=0, groups=groups)
-    if not train:
+    sp = data.split
+    train = ids_of(sp.train, "data.split.train")
+    test = ids_of(sp.test, "data.split.test")
+    if sp.fold is not None and not isinstance(sp.val, FoldSpec):
+        raise DataError(f"fold {sp.fold} is set, but data.split.val is not k-fold", where="data.split.fold",
+                        fix="remove data.split.fold, or set data.split.val: {folds: K, by: TAG}")
+    if isinstance(sp.val, FoldSpec):
+        plan = plan_fold(sequences, train, sp.val, sp.fold)
+    elif sp.val is None:
+        plan = plan_holdout(sequences, train, test, sp.holdout_group)
+    else:
+        val = ids_of(sp.val, "data.split.val")
+        plan = Holdout(train, val, f"the dataset's '{sp.val}' split: {len(val)} clips")
+    if not plan.kept:
         raise DataError("the training split is empty", where="data.split.train")
+    return plan.kept, plan, test
+
+
+def load_splits(data: DataSpec) -> DataBundle:
+    """Read a data spec's train, val and test splits.
+
+    ``data.split.val`` names a split; or is null: then about ``VAL_FRACTION`` of the training
+    split is held out by ``plan_holdout`` (by default mirroring the test protocol: whole
+    subjects for a cross-subject test split); or is ``{folds: K, by: TAG}``: fold
+    ``data.split.fold`` of a K-fold split of the training split's TAG values validates
+    (``plan_fold``). The seed is fixed, so every trial holds out the same clips and validation
+    logits are comparable across trials (the ensemble builder relies on that). The bundle's
+    ``holdout`` says in words which rule chose the validation clips.
+    """
+    sequences, named, layout, class_names = _read_source(data)
+    labels = np.array([s.label for s in sequences], dtype=np.int64)
+    train, plan, test = _choose(data, sequences, named)
     clips = [s.keypoints for s in sequences]
 
     def split(ids: list[int]) -> Split:
         return Split([clips[i] for i in ids], labels[ids], [sequences[i].id for i in ids])
 
     num_classes = len(class_names) if class_names else int(labels.max()) + 1
-    return DataBundle({"train": split(train), "val": split(val), "test": split(test)}, layout,
-                      num_classes, int(clips[0].shape[-1]), list(class_names or []))
+    return DataBundle({"train": split(train), "val": split(plan.held), "test": split(test)}, layout,
+                      num_classes, int(clips[0].shape[-1]), list(class_names or []), plan.rule)
+
+
+def describe_validation(data: DataSpec) -> list[str]:
+    """How a data spec's validation clips are chosen, in words, read from the data itself: one
+    line, or one per fold for ``data.split.val: {folds: K, ...}`` (``skelray sweep validate``).
+    DataErrors are those ``load_splits`` would raise."""
+    sequences, named, _, _ = _read_source(data)
+    if not isinstance(data.split.val, FoldSpec):
+        return [_choose(data, sequences, named)[1].rule]
+    return [_choose(data.model_copy(update={"split": data.split.model_copy(update={"fold": k})}),
+                    sequences, named)[1].rule for k in range(data.split.val.folds)]
 
 
 def data_key(data: DataSpec) -> str:

@@ -21,7 +21,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,8 @@ def describe(cfg: TrialConfig, data: DataBundle, pp: Preprocess) -> TrialRecord:
     model = ModelRecord(name=cfg.model.name, kwargs=model_kwargs(cfg), num_classes=data.num_classes,
                         layout=data.layout, in_channels=data.in_channels, num_persons=cfg.data.persons,
                         sparsity=sparsity.model_dump(mode="json") if sparsity is not None else None)
-    return TrialRecord(model=model, preprocess=dataclasses.asdict(pp), class_names=data.class_names)
+    return TrialRecord(model=model, preprocess=dataclasses.asdict(pp), class_names=data.class_names,
+                       holdout=data.holdout or None)
 
 
 def _save(directory: Path, model, optimizer, schedule, info: TrialRecord, logits: Logits,
@@ -125,8 +126,14 @@ def model_from_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, Trial
 
 
 def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Report | None = None,
-              resume_from: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """Train ``cfg`` and return the last epoch's metrics (the keys of ``record.reported_metrics``)."""
+              resume_from: str | None = None, device: str | None = None,
+              latencies: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
+    """Train ``cfg`` and return the last epoch's metrics (the keys of ``record.reported_metrics``).
+
+    ``latencies`` (structure key -> ``{latency_ms_bN: ms}``): the sweep's one measurement of
+    each architecture; the trial reports its own structure's entry, and no latency when it has
+    none. Without it (a trial run on its own, nothing training beside it) the trial times its
+    inference form itself."""
     t = cfg.train
     seed_everything(t.seed)
     data = data if data is not None else load_splits(cfg.data)
@@ -191,13 +198,15 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
             logits.test_logits = predict(judged, test, pp_eval, batch_size=eval_bs, device=device)
             logits.test_labels = test.labels
         del judged
-        # Sizes and latency of the inference form: once for dense models (training does not
-        # change them); for sparse ones again at the end, when the masks have settled.
-        if not sizes or (last and sparsity is not None):
-            sizes = _measure(model, sample_shape, device, tuple(t.latency_batches))
+        # Params, MACs and structure key of the inference form (exact and cheap): once for dense
+        # models (training does not change them), every epoch for sparse ones (the masks move).
+        # Latency is not timed here, beside other trials: see ``_sizes``.
+        if record.STRUCTURE not in sizes or sparsity is not None:
+            sizes = _sizes(model, sample_shape, device, tuple(t.latency_batches), latencies)
         metrics = {record.EPOCH: epoch + 1, record.LR: optimizer.param_groups[0]["lr"],
                    record.EPOCH_TIME: time.perf_counter() - started,
-                   **{record.metric_key("train", k): v for k, v in tr.items()}, **sizes}
+                   **{record.metric_key("train", k): v for k, v in tr.items()},
+                   **{k: v for k, v in sizes.items() if k != record.STRUCTURE}}
         scored = {name: split for name in record.EVAL_SPLITS if (split := logits.split(name)) is not None}
         for name, (split_logits, labels) in scored.items():
             scores = metrics_from_logits(split_logits, labels)
@@ -221,19 +230,29 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
     return metrics
 
 
-def _measure(model: torch.nn.Module, sample_shape: tuple[int, ...], device: str,
-             batches: tuple[int, ...]) -> dict[str, float]:
-    from skelray.train.measure import measure
-
-    was_training = model.training
-    try:
-        return measure(model, sample_shape, device=device, batches=batches)
-    finally:
-        model.train(was_training)
+STANDALONE_TIMING_S = 2.0  # time cap per batch size when a trial run on its own times itself
 
 
-def tune_trainable(config: dict[str, Any]) -> None:
-    """The function Ray Tune runs for each trial."""
+def _sizes(model: torch.nn.Module, sample_shape: tuple[int, ...], device: str, batches: tuple[int, ...],
+           latencies: Mapping[str, Mapping[str, float]] | None) -> dict[str, Any]:
+    """Params, MACs and structure key of the inference form, with its latency: the sweep's
+    measurement of that structure (timed once, alone on a node: a trial timing itself while
+    others train beside it measures their load, not its network), or, for a trial run on its
+    own (``latencies`` None), timed here."""
+    from skelray.train import measure
+
+    if latencies is None:
+        return measure.measure(model, sample_shape, device=device, batches=batches,
+                               max_seconds=STANDALONE_TIMING_S)
+    out = measure.sizes(model, sample_shape)
+    known = latencies.get(out[record.STRUCTURE], {})
+    out.update({k: known[k] for k in map(record.latency_key, batches) if k in known})
+    return out
+
+
+def tune_trainable(config: dict[str, Any], latencies: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """The function Ray Tune runs for each trial; the sweep runner passes ``latencies`` (its
+    measured costs, ``tune.with_parameters``) so the trial never times itself."""
     from ray import tune
 
     from skelray.train.data import node_splits
@@ -253,9 +272,11 @@ def tune_trainable(config: dict[str, Any]) -> None:
         tune.report({**metrics, record.NODE_ID: node_id},
                     checkpoint=tune.Checkpoint.from_directory(directory))
 
+    latencies = latencies if latencies is not None else {}
     if checkpoint is None:
-        run_trial(cfg, data=node_splits(cfg.data), report=report, device="cuda" if use_gpu else "cpu")
+        run_trial(cfg, data=node_splits(cfg.data), report=report, device="cuda" if use_gpu else "cpu",
+                  latencies=latencies)
         return
     with checkpoint.as_directory() as resume_dir:
         run_trial(cfg, data=node_splits(cfg.data), report=report, resume_from=resume_dir,
-                  device="cuda" if use_gpu else "cpu")
+                  device="cuda" if use_gpu else "cpu", latencies=latencies)

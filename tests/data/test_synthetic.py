@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from skelray.data import synthetic
+from skelray.data.synthetic import subject_traits
 from skelray.data.transforms import Preprocess
 from skelray.errors import ConfigError
 
@@ -66,3 +67,68 @@ def test_mean_pose_does_not_reveal_the_class():
     single_frame = _linear_probe(xtr[:, 0, 5].flatten(1), ytr, xte[:, 0, 5].flatten(1), yte, 10)
     assert mean_pose < 0.5
     assert single_frame < 0.5
+
+
+def test_the_default_dataset_is_unchanged():
+    # Recorded before subjects existed: adding them must not move any random draw.
+    ds = synthetic(num_classes=4, num_per_class=10, layout="kinect_v1_20", frames=16, seed=3)
+    picked = ds.sequences[::7]
+    assert [s.id for s in picked] == ["syn_c00_0000", "syn_c00_0007", "syn_c01_0004", "syn_c02_0001",
+                                      "syn_c02_0008", "syn_c03_0005"]
+    assert [s.keypoints.shape[1] for s in picked] == [13, 14, 17, 20, 18, 19]
+    sums = [float(np.abs(s.keypoints).astype(np.float64).sum()) for s in picked]
+    assert sums == pytest.approx([958.999648, 1049.491779, 1400.105271, 1541.702847, 1197.806992, 1521.624045],
+                                 rel=1e-6)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 28, "val": 8, "test": 4}
+    assert ds.class_names == ["loop-sync-rev-x3", "line-wave-fwd-x3", "loop-wave-rev-x3", "loop-sync-fwd-x2"]
+    assert all("subject" not in s.tags for s in ds.sequences)
+
+
+def test_subjects_are_tagged_and_split_half_and_half():
+    ds = synthetic(4, 10, "kinect_v1_20", 16, seed=3, subjects=4)
+    assert [s.tags["subject"] for s in ds.sequences[:10]] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    by_id = {s.id: s.tags["subject"] for s in ds.sequences}
+    assert {by_id[i] for i in ds.splits["xsub_train"]} == {0, 1}
+    assert {by_id[i] for i in ds.splits["xsub_test"]} == {2, 3}
+    assert sorted(ds.splits["xsub_train"] + ds.splits["xsub_test"]) == sorted(by_id)
+    # The per-class splits stay as they were.
+    assert {k: len(v) for k, v in ds.splits.items() if not k.startswith("xsub")} == {"train": 28, "val": 8, "test": 4}
+    # Without an effect, subjects are only a tag: the clips are the default dataset's.
+    plain = synthetic(4, 10, "kinect_v1_20", 16, seed=3)
+    same = synthetic(4, 10, "kinect_v1_20", 16, seed=3, subjects=4, subject_effect=0.0)
+    for a, b in zip(plain.sequences, same.sequences):
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+
+
+def _per_subject(ds, measure) -> np.ndarray:
+    return np.array([np.mean([measure(s.keypoints[0]) for s in ds.sequences if s.tags["subject"] == k])
+                     for k in range(4)])
+
+
+def _bone(kp) -> float:
+    # Mean length of one bone (rigid, whatever the camera or the pose): the body's size.
+    return float(np.linalg.norm(kp[:, 0] - kp[:, 1], axis=-1).mean())
+
+
+def _pace(kp) -> float:
+    # Joint speed per clip length, in body sizes: how fast the subject moves.
+    return float(np.linalg.norm(np.diff(kp, axis=0), axis=-1).mean() * len(kp)) / _bone(kp)
+
+
+def test_each_subject_has_its_own_body_size_and_speed():
+    ds = synthetic(3, 40, "kinect_v1_20", 32, seed=0, subjects=4, subject_effect=1.0, noise=0.0)
+    sizes, speeds = subject_traits(4, 1.0, 0)
+    assert np.ptp(sizes) > 0.2 and np.ptp(speeds) > 0.2
+    # Averaged over a subject's clips (each varies around it), size and speed follow the subject.
+    for measured, factor in ((_per_subject(ds, _bone), sizes), (_per_subject(ds, _pace), speeds)):
+        assert np.corrcoef(measured, factor)[0, 1] > 0.95
+        assert np.ptp(measured / factor) / np.mean(measured / factor) < 0.1
+    flat = synthetic(3, 40, "kinect_v1_20", 32, seed=0, subjects=4, subject_effect=0.0, noise=0.0)
+    assert np.ptp(_per_subject(ds, _bone)) > 3 * np.ptp(_per_subject(flat, _bone))
+
+
+def test_subject_mistakes_are_named():
+    with pytest.raises(ConfigError, match="subjects"):
+        synthetic(3, 10, subjects=1)
+    with pytest.raises(ConfigError, match="num_per_class"):
+        synthetic(3, 4, subjects=5)
