@@ -357,29 +357,43 @@ class Uniform(_Range):
         return trial.suggest_float(name, self.low, self.high)
 
 
+class _OnLattice:
+    """What the quantised ranges share: their bounds are checked against q, and drawn values
+    lie on the multiples of q inside [low, high] (``quantized_bounds``, the one rule)."""
+
+    low: float
+    high: float
+    q: float
+
+    @classmethod
+    def _problems(cls, a: Any) -> Iterator[Hint]:
+        yield from super()._problems(a)  # type: ignore[misc]  # the range's own checks
+        yield from _step_problems(a, lattice=True)
+
+    @property
+    def lattice(self) -> tuple[float, float]:
+        """The smallest and largest multiples of q in [low, high]."""
+        return quantized_bounds(self.low, self.high, self.q)
+
+    def sample_points(self) -> list[Any]:
+        return list(self.lattice)
+
+
 @dataclass(frozen=True)
-class QUniform(Uniform):
+class QUniform(_OnLattice, Uniform):
     """``{quniform: [low, high, q]}``: a multiple of q in [low, high], uniformly."""
 
     kind = "quniform"
 
     q: float
 
-    @classmethod
-    def _problems(cls, a: Any) -> Iterator[Hint]:
-        yield from super()._problems(a)
-        yield from _step_problems(a, lattice=True)
-
-    def sample_points(self) -> list[Any]:
-        return list(quantized_bounds(self.low, self.high, self.q))
-
     def tune_domain(self, path: str, base_value: Any = None) -> Any:
         from ray import tune
 
-        return tune.quniform(*quantized_bounds(self.low, self.high, self.q), self.q)
+        return tune.quniform(*self.lattice, self.q)
 
     def suggest(self, trial: Any, name: str, base_value: Any = None) -> float:
-        return trial.suggest_float(name, *quantized_bounds(self.low, self.high, self.q), step=self.q)
+        return trial.suggest_float(name, *self.lattice, step=self.q)
 
 
 @dataclass(frozen=True)
@@ -405,30 +419,21 @@ class LogUniform(_Range):
 
 
 @dataclass(frozen=True)
-class QLogUniform(LogUniform):
+class QLogUniform(_OnLattice, LogUniform):
     """``{qloguniform: [low, high, q]}``: loguniform rounded to a multiple of q in [low, high]."""
 
     kind = "qloguniform"
 
     q: float
 
-    @classmethod
-    def _problems(cls, a: Any) -> Iterator[Hint]:
-        yield from super()._problems(a)
-        yield from _step_problems(a, lattice=True)
-
-    def sample_points(self) -> list[Any]:
-        return list(quantized_bounds(self.low, self.high, self.q))
-
     def tune_domain(self, path: str, base_value: Any = None) -> Any:
         from ray import tune
 
-        return tune.qloguniform(*quantized_bounds(self.low, self.high, self.q), self.q)
+        return tune.qloguniform(*self.lattice, self.q)
 
     def suggest(self, trial: Any, name: str, base_value: Any = None) -> float:
         # Optuna has no log scale with a step: suggest on the log scale, then round as Tune does.
-        return round(trial.suggest_float(name, *quantized_bounds(self.low, self.high, self.q), log=True)
-                     / self.q) * self.q
+        return round(trial.suggest_float(name, *self.lattice, log=True) / self.q) * self.q
 
 
 @dataclass(frozen=True)
