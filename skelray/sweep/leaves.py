@@ -532,6 +532,21 @@ class _Drawn(_Numbers):
         return drawn_by(self)
 
 
+class _Rounded:
+    """What the rounded distributions share (``q`` after the distribution's own arguments):
+    q is checked, and each value the distribution draws is rounded to a multiple of q."""
+
+    q: float
+
+    @classmethod
+    def _problems(cls, a: Any) -> Iterator[Hint]:
+        yield from super()._problems(a)  # type: ignore[misc]  # the distribution's own checks
+        yield from _step_problems(a)
+
+    def draw(self, rng: Any, size: int) -> list[float]:
+        return [round(v / self.q) * self.q for v in super().draw(rng, size)]  # type: ignore[misc]
+
+
 @dataclass(frozen=True)
 class LogNormal(_Drawn, _Gaussian):
     """``{lognormal: [mu, sigma]}``: exp(normal(mu, sigma))."""
@@ -546,20 +561,12 @@ class LogNormal(_Drawn, _Gaussian):
 
 
 @dataclass(frozen=True)
-class QLogNormal(LogNormal):
+class QLogNormal(_Rounded, LogNormal):
     """``{qlognormal: [mu, sigma, q]}``: lognormal rounded to a multiple of q."""
 
     kind = "qlognormal"
 
     q: float
-
-    @classmethod
-    def _problems(cls, a: Any) -> Iterator[Hint]:
-        yield from super()._problems(a)
-        yield from _step_problems(a)
-
-    def draw(self, rng: Any, size: int) -> list[float]:
-        return [round(v / self.q) * self.q for v in super().draw(rng, size)]
 
 
 @dataclass(frozen=True)
@@ -584,20 +591,12 @@ class Beta(_Drawn):
 
 
 @dataclass(frozen=True)
-class QBeta(Beta):
+class QBeta(_Rounded, Beta):
     """``{qbeta: [a, b, q]}``: beta rounded to a multiple of q."""
 
     kind = "qbeta"
 
     q: float
-
-    @classmethod
-    def _problems(cls, a: Any) -> Iterator[Hint]:
-        yield from super()._problems(a)
-        yield from _step_problems(a)
-
-    def draw(self, rng: Any, size: int) -> list[float]:
-        return [round(v / self.q) * self.q for v in super().draw(rng, size)]
 
 
 # -- computed values -------------------------------------------------------------------------
