@@ -77,14 +77,14 @@ def _test_logits(saved: record.Logits) -> tuple[np.ndarray, np.ndarray]:
 
 def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
     """Every usable trial of the sweep, and a line per trial left out saying why."""
-    from skelray.sweep.results import read_results
+    from skelray.sweep.results import Location, load_costs, read_results
 
     sweep = Path(sweep_dir).resolve()
     if not sweep.is_dir():
         raise DataError("is not a sweep folder", where=str(sweep_dir),
                         fix="pass the folder `skelray sweep run` printed (it holds results/ and run-0/)")
     trials, _ = read_results(str(sweep))
-    costs = _costs(sweep)
+    costs = load_costs(Location.parse(str(sweep)))
     sign = -1.0 if record.load_sweep_state(sweep).mode == "min" else 1.0
     out: list[Candidate] = []
     skipped: list[str] = []
@@ -136,10 +136,6 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
     _check_same_clips(out)
     return out, skipped
 
-
-def _costs(sweep: Path) -> record.CostTable:
-    path = sweep / record.COSTS_FILE
-    return record.CostTable.from_text(path.read_text(), str(path)) if path.is_file() else record.CostTable()
 
 
 def _check_same_clips(cands: list[Candidate]) -> None:

@@ -191,10 +191,11 @@ def _measured_latency(src: _Source, info: record.TrialRecord) -> float | None:
     """The member's batch-1 latency: its sweep's one measurement of the member's structure
     (``costs.json`` of ``<sweep>/<run>/<trial>/<checkpoint>``, timed alone on a node), else what
     the ensemble file or candidate carried (sweeps of older versions: the trial's own timing)."""
+    from skelray.sweep.results import Location, load_costs
+
     key, up = info.sizes.get(record.STRUCTURE), src.checkpoint.resolve().parents
-    path = up[2] / record.COSTS_FILE if len(up) > 2 else None
-    if key and path is not None and path.is_file():
-        measured = record.CostTable.from_text(path.read_text(), str(path)).entries.get(key)
+    if key and len(up) > 2:
+        measured = load_costs(Location.parse(str(up[2]))).entries.get(key)
         if measured is not None and measured.latency_ms(1) is not None:
             return measured.latency_ms(1)
     return src.latency_ms

@@ -47,6 +47,7 @@ from skelray.config import TrialConfig
 from skelray.errors import ConfigError
 from skelray.record import COSTS_FILE, BatchTiming, CostRecord, CostTable
 from skelray.sweep._validate import Constraint, known_before_training, parse_constraint
+from skelray.sweep.results import load_costs
 
 __all__ = ["CACHE_ENV", "Constraint", "known_before_training", "load_costs", "measure_after_run",
            "parse_constraint", "parse_constraints", "plan_run", "preview", "violations"]
@@ -333,12 +334,6 @@ MAX_SECONDS_PER_BATCH = 10.0  # skelray.train.measure.MAX_SECONDS, without impor
 
 
 # -- the sweep's costs.json ------------------------------------------------------------------------------
-def load_costs(sweep: Location) -> CostTable:
-    """A sweep folder's ``costs.json``; empty when it has none (sweeps of older versions)."""
-    path = sweep.join(COSTS_FILE)
-    return CostTable.from_text(path.read_text(), path.path) if path.exists() else CostTable()
-
-
 def save_costs(sweep: Location, table: CostTable) -> None:
     sweep.join(COSTS_FILE).write_text(table.to_text())
 

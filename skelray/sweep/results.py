@@ -275,9 +275,7 @@ def _sizes(trial: Location, sizes: dict[str, Any], last: dict[str, Any],
         has = any(record.is_latency_key(k) and v is not None for k, v in out.items())
         return {**out, record.STRUCTURE: None, record.LATENCY_BASIS: record.LATENCY_SELF_TIMED if has else None}
     if costs is None:
-        sweep = Location(trial.fs, posixpath.dirname(posixpath.dirname(trial.path.rstrip("/"))))
-        path = sweep.join(record.COSTS_FILE)
-        costs = record.CostTable.from_text(path.read_text(), path.path) if path.exists() else record.CostTable()
+        costs = load_costs(Location(trial.fs, posixpath.dirname(posixpath.dirname(trial.path.rstrip("/")))))
     cost = costs.entries.get(structure)
     out = {key: None for key in record.SIZE_KEYS}
     out.update({k: v for k, v in sizes.items() if k != record.STRUCTURE})
@@ -339,6 +337,13 @@ def sweep_state(sweep: Location) -> SweepState:
     defaults for a folder without one; a DataError naming the file when it is corrupt."""
     path = sweep.join(record.SWEEP_STATE_FILE)
     return SweepState.from_text(path.read_text(), path.path) if path.exists() else SweepState()
+
+
+def load_costs(sweep: Location) -> record.CostTable:
+    """The sweep's ``costs.json`` (one measurement per architecture, ``skelray.sweep.costs``);
+    empty for a folder without one (sweeps of older versions)."""
+    path = sweep.join(record.COSTS_FILE)
+    return record.CostTable.from_text(path.read_text(), path.path) if path.exists() else record.CostTable()
 
 
 def write_sweep_state(sweep: Location, state: SweepState) -> None:
