@@ -201,6 +201,9 @@ class ModelRecord:
     in_channels: int
     num_persons: int
     sparsity: dict[str, Any] | None = None  # SparsitySpec as JSON; None for dense models
+    # The layout's definition (skelray.data.layouts: Layout.to_dict), so a user's own layout
+    # rebuilds anywhere; None in records of versions that named a built-in layout only.
+    layout_def: dict[str, Any] | None = None
 
     @property
     def sparsity_level(self) -> float | None:
@@ -210,14 +213,15 @@ class ModelRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kwargs": self.kwargs, "num_classes": self.num_classes,
                 "layout": self.layout, "in_channels": self.in_channels, "num_persons": self.num_persons,
-                "sparsity": self.sparsity}
+                "sparsity": self.sparsity, **({"layout_def": self.layout_def} if self.layout_def else {})}
 
     @classmethod
     def from_dict(cls, doc: Any, where: str) -> ModelRecord:
         _require_object(doc, ("name", "num_classes", "layout", "in_channels", "num_persons"), "'model'", where)
         return cls(name=doc["name"], kwargs=_field(doc, "kwargs", dict, where, {}),
                    num_classes=doc["num_classes"], layout=doc["layout"], in_channels=doc["in_channels"],
-                   num_persons=doc["num_persons"], sparsity=_field(doc, "sparsity", dict, where, None))
+                   num_persons=doc["num_persons"], sparsity=_field(doc, "sparsity", dict, where, None),
+                   layout_def=_field(doc, "layout_def", dict, where, None))
 
 
 _TRIAL_KEYS = ("epoch", "rng", "metrics", "sizes", "model", "preprocess", "class_names", "holdout")

@@ -19,6 +19,7 @@ from skelray.config._problems import (
 from skelray.config.overrides import parse_overrides
 from skelray.config.trial import (
     DEFAULT_LAYOUTS,
+    LAYOUT_FILE_SUFFIXES,
     DataSpec,
     ModelSpec,
     Section,
@@ -32,6 +33,7 @@ from skelray.config.trial import (
 
 __all__ = [
     "DEFAULT_LAYOUTS",
+    "LAYOUT_FILE_SUFFIXES",
     "DataSpec",
     "ModelSpec",
     "Problem",

@@ -9,6 +9,7 @@ trainer (which reads them): ``skelray.sweep`` builds one ``TrialConfig`` per Tun
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from skelray.errors import ConfigError, SkelrayError
 
 DataFormat = Literal["store", "ntu", "pyskl", "ucla", "npz", "synthetic"]
 Stream = Literal["j", "b", "jm", "bm"]
+LAYOUT_FILE_SUFFIXES = (".yaml", ".yml", ".json")  # a data.layout ending so names a layout file
 # The layout each reader uses when ``data.layout`` is not given; None: read from the data itself.
 DEFAULT_LAYOUTS: dict[str, str | None] = {
     "ntu": "ntu25", "ucla": "kinect_v1_20", "synthetic": "ntu25", "store": None, "pyskl": None, "npz": None,
@@ -97,7 +99,10 @@ class DataSpec(Section):
     path: str | None = None  # folder/file of the data (required unless format is synthetic)
     format: DataFormat = "store"  # store = skelray's Arrow store; others are read directly
     split: SplitSpec = Field(default_factory=SplitSpec)
-    layout: str | None = None  # skeleton layout name (skelray.data.list_layouts()); None = format default
+    # Skeleton layout: a name (skelray.data.list_layouts()) or a layout YAML/JSON file (joints,
+    # edges, center; relative to the folder skelray runs in); None = the format's default, or
+    # the store's own layout (a store keeps its layout's definition; set this only to check it).
+    layout: str | None = None
     frames: int = Field(64, ge=1)  # frames per clip after temporal sampling
     persons: int = Field(2, ge=1)  # persons per clip (padded with zeros)
     stream: Stream = "j"  # joint, bone, joint-motion, bone-motion
@@ -116,6 +121,15 @@ class DataSpec(Section):
     # each); each subject has its own body size and speed, spread by subject_effect (0: none).
     subjects: int = Field(0, ge=0)
     subject_effect: float = Field(1.0, ge=0)
+
+    @field_validator("layout")
+    @classmethod
+    def _layout_file(cls, v: str | None) -> str | None:
+        # The data is loaded in a Ray worker, whose working folder is not this one: pin the
+        # file's path now (a name stays a name).
+        if v is not None and v.endswith(LAYOUT_FILE_SUFFIXES) and "${" not in v:
+            return os.path.abspath(os.path.expanduser(v))
+        return v
 
     @field_validator("subjects")
     @classmethod

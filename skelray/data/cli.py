@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from skelray.errors import SkelrayError
+
+if TYPE_CHECKING:
+    from skelray.data.quality import BoneCheck, EmptyCount
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -39,7 +43,8 @@ def _fail(exc: SkelrayError, note: str = "") -> typer.Exit:
 
 @app.command()
 def convert(
-    src: Path = typer.Argument(..., help="Source: a .skeleton folder, a .pkl, a JSON folder or a .npz."),
+    src: Path = typer.Argument(..., help="Source: a .skeleton folder, a .pkl, a JSON folder, or a .npz "
+                                         "file or a folder of them (merged)."),
     fmt: Format = typer.Option(..., "--format", "-f",
                                help="Source format. pyskl files are pickles, which can run code when "
                                     "loaded: only convert PYSKL files you trust."),
@@ -49,7 +54,13 @@ def convert(
                                     "the file's own for pyskl/npz. Checked against the joint count."),
     on_error: OnError = typer.Option(OnError.fail, "--on-error",
                                      help="fail: stop at the first bad file and write nothing; "
-                                          "skip: convert the rest and list what was skipped."),
+                                          "skip: convert the rest and list what was skipped (empty "
+                                          "clips too: all joints zero in every frame)."),
+    reorder: str = typer.Option(None, "--reorder",
+                                help="The file's joints in the file's order, as the layout's joint names or "
+                                     "0-based indices, comma-separated: the file's joint i becomes the layout "
+                                     "joint named i-th. Use it when your files list the joints in another "
+                                     "order than the layout (a bone-length check warns when they seem to)."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an existing store (once the new one is complete)."),
 ) -> None:
@@ -58,7 +69,7 @@ def convert(
 
     try:
         report = convert_to_store(src, fmt.value, out, layout=layout, on_error=on_error.value,
-                                  overwrite=overwrite)
+                                  overwrite=overwrite, reorder=reorder)
     except SkelrayError as exc:
         raise _fail(exc, " — nothing was written") from None
     if report.skipped:
@@ -71,6 +82,40 @@ def convert(
     splits = ", ".join(f"{name} {n}" for name, n in report.splits.items()) or "none"
     console.print(f"[green]wrote[/] {report.num_sequences} sequences to {report.out} "
                   f"({len(report.skipped)} skipped; splits: {splits})", highlight=False, soft_wrap=True)
+    _print_quality(report.empty, report.bones, dropped=on_error is OnError.skip)
+
+
+def _warn(text: str) -> None:
+    console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+
+def _print_quality(empty: EmptyCount, bones: BoneCheck | None, *, dropped: bool | None = None) -> None:
+    """Empty clips and frames, and the joint-order check (``skelray.data.quality``).
+    ``dropped``: convert left the empty clips out (True) or kept them (False); None: a store."""
+    from skelray.data.quality import MOSTLY_EMPTY
+
+    console.print(f"empty frames: {empty.summary()}", highlight=False, soft_wrap=True)
+    if empty.empty_clips and dropped is not True:
+        shown = ", ".join(empty.empty_clips[:5]) + (", ..." if len(empty.empty_clips) > 5 else "")
+        how = ("kept: convert with --on-error skip to leave them out" if dropped is False
+               else "convert again with --on-error skip to leave them out")
+        _warn(f"{len(empty.empty_clips)} clip(s) are empty, every joint zero in every frame ({shown}); {how}")
+    if empty.mostly_empty:
+        worst = sorted(empty.mostly_empty, key=lambda c: -c[1] / c[2])
+        shown = "the 10 emptiest of " if len(worst) > 10 else ""
+        table = Table(title=f"Kept: {shown}{len(worst)} clip(s) with at least {100 * MOSTLY_EMPTY:.0f}% empty frames",
+                      title_justify="left")
+        for col in ("clip", "empty frames", "frames"):
+            table.add_column(col, justify="left" if col == "clip" else "right")
+        for cid, n, t in worst[:10]:
+            table.add_row(cid, str(n), str(t))
+        console.print(table)
+    if bones is not None:
+        console.print(f"joint order (layout {bones.layout}): {bones.summary()}", highlight=False, soft_wrap=True)
+        for text in bones.warnings():
+            _warn(text)
+        if bones.warnings():
+            _warn(bones.advice())
 
 
 def _size(path: Path) -> str:
@@ -82,9 +127,11 @@ def _size(path: Path) -> str:
 def info(
     store_dir: Path = typer.Argument(..., help="A store folder written by `skelray data convert`."),
 ) -> None:
-    """Counts per class and split, and frame-length statistics, of a store."""
+    """Counts per class and split, frame-length statistics, tags, scores, empty frames and a
+    joint-order check (bone lengths) of a store."""
     import numpy as np
 
+    from skelray.data.quality import check_bones, count_empty
     from skelray.data.store import open_store
 
     try:
@@ -120,3 +167,10 @@ def info(
         frames.add_row(name, str(len(t)), str(t.min()), f"{np.median(t):g}", f"{t.mean():.1f}", str(t.max()),
                        str(part.shapes[:, 0].max()))
     console.print(frames)
+
+    tags = [f"{k} ({t}, {len({v for v in store.tag_values(k) if v is not None})} values)"
+            for k, t in store.tag_types.items()]
+    console.print(f"tags: {', '.join(tags) or 'none'}", highlight=False, soft_wrap=True)
+    console.print("keypoint_score: " + ("stored (training does not use it today)" if store.has_keypoint_score
+                                        else "not stored"), highlight=False)
+    _print_quality(count_empty(store), check_bones(store, store.layout_spec))

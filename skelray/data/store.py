@@ -15,8 +15,12 @@ column              type                         meaning
 ``tag.<name>``      int64 or string, nullable    subject, view, camera, ...; null = absent
 ==================  ===========================  =========================================
 
-Dataset metadata (format version, layout, class names, split names in order, tag types,
-source) is JSON under the schema metadata key ``skelray``, so it cannot drift from the data.
+Dataset metadata (format version, layout name and definition, class names, split names in
+order, tag types, source) is JSON under the schema metadata key ``skelray``, so it cannot drift
+from the data. The layout's definition (``layout_def``, ``Layout.to_dict``) makes a store
+self-contained: opening it makes its layout known in the process (``adopt_layout``), so a
+user's own layout trains anywhere the store can be read. Stores written before it was stored
+name a built-in layout, which still resolves by name.
 
 Why Arrow IPC rather than Parquet: Parquet pages are encoded (and usually compressed), so
 reading always decodes into fresh memory. An uncompressed IPC file has the exact in-memory
@@ -43,8 +47,8 @@ import numpy as np
 import pyarrow as pa
 
 from skelray.data._types import SkeletonDataset, SkeletonSequence
-from skelray.data.layouts import get_layout
-from skelray.errors import DataError
+from skelray.data.layouts import Layout, adopt_layout, get_layout
+from skelray.errors import DataError, LayoutError
 
 FORMAT = "skelray-store"
 FORMAT_VERSION = 1
@@ -128,6 +132,7 @@ def _schema(dataset: SkeletonDataset, tag_types: dict[str, str], with_score: boo
     fields += [pa.field(f"tag.{k}", pa.int64() if t == "int" else pa.string()) for k, t in tag_types.items()]
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "layout": dataset.layout,
+        "layout_def": get_layout(dataset.layout).to_dict(),
         "class_names": dataset.class_names, "splits": list(dataset.splits), "tags": tag_types,
         "num_sequences": len(dataset), "source": source,
     }
@@ -257,6 +262,9 @@ class _Columns:
             raise DataError(f"has store format version {meta.get('format_version')}, this skelray reads "
                             f"{FORMAT_VERSION}", where=str(path), fix="convert the source data again")
         self.meta = meta
+        # Known by name in this process from now on: trials, transforms and models look it up.
+        self._layout = adopt_layout(meta["layout_def"], source=f"{path}: layout_def") \
+            if "layout_def" in meta else None
         batches = [reader.get_batch(b) for b in range(reader.num_record_batches)]
         sizes = [len(b) for b in batches]
         self.row_batch = np.repeat(np.arange(len(batches)), sizes)
@@ -272,6 +280,17 @@ class _Columns:
         self.score = None
         if "keypoint_score" in reader.schema.names:
             self.score = [self._views(b, "keypoint_score") for b in batches]
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:  # a store written before stores kept the definition
+            try:
+                self._layout = get_layout(self.meta["layout"])
+            except LayoutError:
+                raise DataError(f"names layout '{self.meta['layout']}', which is not built in, and was written "
+                                "before stores kept their layout's definition", where=str(self.path),
+                                fix="convert the data again (with --layout YOUR_LAYOUT.yaml)") from None
+        return self._layout
 
     @staticmethod
     def _shape(col: pa.FixedSizeListArray) -> np.ndarray:
@@ -343,6 +362,11 @@ class SkeletonStore:
         return self._c.meta["layout"]
 
     @property
+    def layout_spec(self) -> Layout:
+        """The layout's definition (the store's own copy, or a built-in one for older stores)."""
+        return self._c.layout
+
+    @property
     def class_names(self) -> list[str] | None:
         names = self._c.meta["class_names"]
         return list(names) if names is not None else None
@@ -359,6 +383,21 @@ class SkeletonStore:
     @property
     def ids(self) -> list[str]:
         return [self._c.ids[r] for r in self._rows]
+
+    @property
+    def tag_types(self) -> dict[str, str]:
+        """Tag name -> "int" or "str", for every tag some sequence of the store carries."""
+        return dict(self._c.meta["tags"])
+
+    def tag_values(self, name: str) -> list[int | str | None]:
+        """Tag ``name`` of each sequence of this selection (None where a sequence has none)."""
+        col = self._c.tags[name]
+        return [col[r] for r in self._rows]
+
+    @property
+    def has_keypoint_score(self) -> bool:
+        """Whether the store holds a ``keypoint_score`` column (some sequences have scores)."""
+        return self._c.score is not None
 
     @property
     def labels(self) -> np.ndarray:

@@ -24,19 +24,22 @@ from skelray.export.manifest import BundleError, Manifest, MemberSpec, preproces
 
 
 def ensure_layout(manifest: Manifest) -> None:
-    """Register the bundle's layout when this process does not know it (a custom layout), and
-    refuse a known name whose joints or edges differ from the ones the models were trained on."""
-    from skelray.data.layouts import get_layout, layout_from_dict, list_layouts, register_layout
+    """Make the bundle's layout known in this process from the manifest's own definition (a
+    user's layout needs no file where the bundle is served), and refuse a known layout of the
+    same name that differs from the one the models were trained on."""
+    from skelray.data.layouts import adopt_layout
+    from skelray.errors import LayoutError
 
-    stored = layout_from_dict(manifest.layout_def, source="manifest.json: layout_def")
-    if manifest.layout not in list_layouts():
-        register_layout(stored)
-        return
-    known = get_layout(manifest.layout)
-    if (known.joints, known.edges) != (stored.joints, stored.edges):
-        raise BundleError(f"layout '{manifest.layout}' here differs from the one the bundle was trained on",
-                          where="manifest.json: layout_def",
-                          fix="serve with the skelray version that exported it")
+    where = "manifest.json: layout_def"
+    try:
+        layout = adopt_layout(manifest.layout_def, source=where)
+    except LayoutError as exc:
+        raise BundleError(exc.message, where=where,
+                          fix="serve with the skelray version that exported it, in a process that does "
+                              "not define another layout of that name") from None
+    if layout.name != manifest.layout:
+        raise BundleError(f"defines layout '{layout.name}', the manifest's layout is '{manifest.layout}'",
+                          where=where, fix="re-export the bundle")
 
 
 def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu",

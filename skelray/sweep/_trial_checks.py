@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from skelray.config import TrialConfig
+from skelray.config import LAYOUT_FILE_SUFFIXES, TrialConfig
 from skelray.config._problems import Problem, did_you_mean, pydantic_problems, unknown_key_fix
 from skelray.config.trial import FoldSpec
 from skelray.data import get_layout, list_layouts
@@ -69,10 +69,9 @@ def check_trial(cfg: TrialConfig, spec: SweepSpec, *, check_paths: bool = True) 
             out.append(Problem(f"model.kwargs.{key}", f"'{model.name}' has no argument '{key}'",
                                unknown_key_fix(key, names)))
 
-    layout = data.resolved_layout()
-    if layout is not None and layout not in list_layouts():
-        out.append(Problem("data.layout", f"unknown layout '{layout}'",
-                           unknown_key_fix(layout, list_layouts())))
+    layout, problem = _layout_of(data, check_paths)
+    if problem is not None:
+        out.append(problem)
     else:
         if not any(p.where.startswith("model.") for p in out):
             out += _build_problems(model.name, model.kwargs, layout)
@@ -176,6 +175,32 @@ def check_replicates(spec: SweepSpec, check_paths: bool) -> list[Problem]:
         except DataError as exc:
             out.append(Problem(exc.where or "data.split.val", exc.message, exc.fix))
     return out
+
+
+def _layout_of(data: Any, check_paths: bool) -> tuple[str | None, Problem | None]:
+    """The name of the layout a trial will use (a layout file is read, and so checked, here;
+    a store's own layout when data.layout is not set), or the problem with data.layout."""
+    layout = data.resolved_layout()
+    if layout is None:
+        if data.format == "store" and check_paths and data.path and os.path.isdir(os.path.expanduser(data.path)):
+            from skelray.data.store import open_store
+
+            try:
+                return open_store(os.path.expanduser(data.path)).layout, None
+            except DataError:  # not a store: the trial says so, naming data.path
+                pass
+        return None, None
+    if layout.endswith(LAYOUT_FILE_SUFFIXES):
+        try:
+            return get_layout(layout).name, None
+        except LayoutError as exc:
+            fix = exc.fix or "see the README's Data section for the layout file's format"
+            return None, Problem("data.layout", f"{exc.where}: {exc.message}" if exc.where else exc.message, fix)
+    if layout not in list_layouts():
+        return None, Problem("data.layout", f"unknown layout '{layout}'",
+                             f"{unknown_key_fix(layout, list_layouts())}, or give a layout YAML/JSON file "
+                             "(name, joints, edges, center)")
+    return layout, None
 
 
 def _mirror_problems(layout: str) -> list[Problem]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from skelray.config import DataSpec
 from skelray.config.trial import FoldSpec
+from skelray.data.layouts import get_layout
 from skelray.errors import DataError
 from skelray.train.loop import Split
 
@@ -38,6 +39,9 @@ class DataBundle:
     in_channels: int
     class_names: list[str] = field(default_factory=list)
     holdout: str = ""  # how the validation clips were chosen, in words (recorded in trial.json)
+    # The layout's definition (Layout.to_dict): the trial makes it known in its own process
+    # (adopt_layout) rather than looking the name up, so a user's own layout trains anywhere.
+    layout_def: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,10 @@ def _read_source(data: DataSpec):
         from skelray.data.store import open_store
 
         store = open_store(data.path)
+        if data.layout is not None and get_layout(data.layout) != store.layout_spec:
+            raise DataError(f"the store holds layout '{store.layout}', data.layout says '{data.layout}'",
+                            where="data.layout", fix="remove data.layout (a store knows its layout), or "
+                                                     "convert the data again with that layout")
         ds = store.to_dataset()
         return ds.sequences, ds.splits, ds.layout, ds.class_names
     from skelray.data.readers import READERS
@@ -358,7 +366,8 @@ def load_splits(data: DataSpec) -> DataBundle:
 
     num_classes = len(class_names) if class_names else int(labels.max()) + 1
     return DataBundle({"train": split(train), "val": split(plan.held), "test": split(test)}, layout,
-                      num_classes, int(clips[0].shape[-1]), list(class_names or []), plan.rule)
+                      num_classes, int(clips[0].shape[-1]), list(class_names or []), plan.rule,
+                      get_layout(layout).to_dict())
 
 
 def describe_validation(data: DataSpec) -> list[str]:

@@ -30,6 +30,7 @@ import torch
 
 from skelray import record
 from skelray.config import SparsitySpec, TrialConfig
+from skelray.data.layouts import adopt_layout
 from skelray.data.transforms import Preprocess
 from skelray.errors import DataError
 from skelray.models import fuse
@@ -83,7 +84,8 @@ def describe(cfg: TrialConfig, data: DataBundle, pp: Preprocess) -> TrialRecord:
     sparsity = getattr(cfg.model, "sparsity", None)
     model = ModelRecord(name=cfg.model.name, kwargs=model_kwargs(cfg), num_classes=data.num_classes,
                         layout=data.layout, in_channels=data.in_channels, num_persons=cfg.data.persons,
-                        sparsity=sparsity.model_dump(mode="json") if sparsity is not None else None)
+                        sparsity=sparsity.model_dump(mode="json") if sparsity is not None else None,
+                        layout_def=data.layout_def or None)
     return TrialRecord(model=model, preprocess=dataclasses.asdict(pp), class_names=data.class_names,
                        holdout=data.holdout or None)
 
@@ -113,6 +115,8 @@ def model_from_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, Trial
     directory = Path(directory)
     info = record.load_checkpoint_record(directory)
     m = info.require_model(str(directory / record.TRIAL_FILE))
+    if m.layout_def:  # records of older versions name a built-in layout
+        adopt_layout(m.layout_def, source=f"{directory / record.TRIAL_FILE}: model.layout_def")
     model = create_model(m.name, num_classes=m.num_classes, layout=m.layout, in_channels=m.in_channels,
                          num_persons=m.num_persons, **m.kwargs)
     if m.sparsity_level is not None:
@@ -137,6 +141,8 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
     t = cfg.train
     seed_everything(t.seed)
     data = data if data is not None else load_splits(cfg.data)
+    if data.layout_def:  # the data's own definition, known here by name from now on
+        adopt_layout(data.layout_def, source=f"the layout of {cfg.data.path or cfg.data.format}")
     if device is None:
         device = t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     common = dict(layout=data.layout, frames=cfg.data.frames, persons=cfg.data.persons, stream=cfg.data.stream,

@@ -60,8 +60,9 @@ def ucla_folder(root: Path, bad: object) -> Path:
 
 def pyskl_file(root: Path) -> Path:
     root.mkdir()
+    # Not all zeros: convert --on-error skip leaves empty clips out.
     anns = [{"frame_dir": f"c{i}", "label": i, "total_frames": 2,
-             "keypoint": np.zeros((1, 2, 17, 2), np.float32)} for i in range(3)]
+             "keypoint": np.ones((1, 2, 17, 2), np.float32)} for i in range(3)]
     anns[2]["keypoint"] = anns[2]["keypoint"] + np.nan
     doc = {"split": {"train": ["c0", "c1", "c2"]}, "annotations": anns}
     (root / "ann.pkl").write_bytes(pickle.dumps(doc))
@@ -70,7 +71,7 @@ def pyskl_file(root: Path) -> Path:
 
 def npz_file(root: Path) -> Path:
     root.mkdir()
-    kp = np.zeros((6, 25, 3), np.float32)
+    kp = np.ones((6, 25, 3), np.float32)  # not all zeros: skip would leave empty clips out
     kp[5, 0, 0] = np.inf
     np.savez(root / "d.npz", keypoints=kp, shapes=np.array([[1, 2], [1, 2], [1, 2]]),
              labels=np.array([0, 1, 2]), ids=np.array(["p", "q", "r"]), layout=np.array("ntu25"))

@@ -23,6 +23,11 @@ key                    dtype, shape                meaning
 ``tag.<name>``         int64 or str ``(N,)``, opt  one tag value per sequence (subject, view)
 =====================  ==========================  ========================================
 
+A dataset may also be a folder of such files (one per subject, say): every ``.npz`` directly
+in it is read, in name order, and merged. The files must agree on the layout and, where they
+have them, on ``class_names``; ids must be unique across the files; a split's ids are
+gathered from every file that names the split.
+
 To build one from your own arrays ``clips`` (a list of ``(M, T, V, C)`` arrays)::
 
     np.savez(path, keypoints=np.concatenate([c.reshape(-1, *c.shape[2:]) for c in clips]),
@@ -40,7 +45,7 @@ import numpy as np
 
 from skelray.data._types import SkeletonDataset, SkeletonSequence, validate_keypoints
 from skelray.data.layouts import get_layout
-from skelray.data.readers._common import OnError, handle, joints_of, known_splits
+from skelray.data.readers._common import OnError, handle, joints_of, known_splits, list_files
 from skelray.errors import DataError
 
 _REQUIRED = ("keypoints", "shapes", "labels", "ids")
@@ -98,12 +103,57 @@ def _check(arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, np.nd
 
 
 def read_npz(path: str | Path, *, layout: str | None = None, on_error: OnError = None) -> SkeletonDataset:
-    """Read the ``.npz`` format above. ``layout`` overrides the file's ``layout`` entry.
+    """Read the ``.npz`` format above: one file, or a folder of them (merged). ``layout``
+    overrides the files' ``layout`` entries.
 
     ``on_error`` (optional) receives each bad sequence's ``DataError`` instead of raising it;
-    the sequence is then left out (file-level problems always raise).
+    the sequence is then left out. Problems of a single file always raise; in a folder, a bad
+    file goes to ``on_error`` too (and is left out), but files that disagree always raise.
     """
     path = Path(path)
+    files = list_files(path, ".npz", "npz")
+    if path.is_file():
+        return _read_file(path, layout, on_error)
+    parts = []
+    for f in files:
+        try:
+            parts.append((f, _read_file(f, layout, on_error)))
+        except DataError as exc:
+            handle(exc, on_error)
+    if not parts:
+        raise DataError(f"none of its {len(files)} .npz files could be read", where=str(path))
+    return _merge(parts)
+
+
+def _merge(parts: list[tuple[Path, SkeletonDataset]]) -> SkeletonDataset:
+    """One dataset from several files' (see the module docstring for what they must agree on)."""
+    first_file, first = parts[0]
+    names, names_from = None, first_file
+    seen: dict[str, Path] = {}
+    seqs: list[SkeletonSequence] = []
+    splits: dict[str, list[str]] = {}
+    for f, ds in parts:
+        if ds.layout != first.layout:
+            raise DataError(f"has layout '{ds.layout}', {first_file.name} has '{first.layout}'", where=str(f),
+                            fix="convert the files of each layout separately, or pass --layout")
+        if ds.class_names is not None:
+            if names is None:
+                names, names_from = ds.class_names, f
+            elif ds.class_names != names:
+                raise DataError(f"its class_names differ from those of {names_from.name}", where=str(f),
+                                fix="give every file the same class_names (or none)")
+        for s in ds.sequences:
+            if s.id in seen:
+                raise DataError(f"id '{s.id}' is also in {seen[s.id].name}", where=str(f),
+                                fix="give every sequence an id that is unique across the files")
+            seen[s.id] = f
+        seqs += ds.sequences
+        for name, ids in ds.splits.items():
+            splits.setdefault(name, []).extend(ids)
+    return SkeletonDataset(seqs, first.layout, splits, names)
+
+
+def _read_file(path: Path, layout: str | None, on_error: OnError) -> SkeletonDataset:
     arrays = _load(path)
     offsets, ids = _check(arrays, path)
     if layout is None:
