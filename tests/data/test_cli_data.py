@@ -178,3 +178,123 @@ def test_console_script_exits_2_with_the_message(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "S003C001P004R001A004.skeleton:1: has no frames (T = 0)" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+# -- joint order, empty clips, npz folders (issue 19) ----------------------------------------------
+def _write_clips(path: Path, seqs: list, *, layout: str = "kinect_v1_20", **kwargs: object) -> Path:
+    from skelray.data import SkeletonDataset, write_npz
+
+    return write_npz(SkeletonDataset(seqs, layout, kwargs.get("splits", {}), kwargs.get("class_names")), path)
+
+
+def _synthetic(n_per_class: int = 4, **kwargs: object) -> list:
+    from skelray.data import synthetic
+
+    return synthetic(3, n_per_class, "kinect_v1_20", 24, seed=0, subjects=2, **kwargs).sequences
+
+
+def _permuted(seqs: list, order: np.ndarray) -> list:
+    from skelray.data import SkeletonSequence
+
+    return [SkeletonSequence(s.id, s.label, s.keypoints[:, :, order], s.tags) for s in seqs]
+
+
+def test_convert_warns_on_a_permuted_joint_order_and_reorder_fixes_it(tmp_path: Path) -> None:
+    from skelray.data import get_layout
+
+    seqs = _synthetic()
+    order = np.random.default_rng(3).permutation(20)  # the file's joint i is the layout's joint order[i]
+    src = _write_clips(tmp_path / "perm.npz", _permuted(seqs, order))
+    plain = convert(str(src), "-f", "npz", "-o", str(tmp_path / "as_is"))
+    assert plain.exit_code == 0, plain.output
+    assert "warning: left and right bones differ in length" in plain.output and "--reorder" in plain.output
+    info = RUNNER.invoke(app, ["data", "info", str(tmp_path / "as_is")])
+    assert info.exit_code == 0 and "warning: left and right bones differ in length" in info.output
+
+    names = ",".join(get_layout("kinect_v1_20").joints[i] for i in order)
+    for spec in (names, " ".join(map(str, order))):  # by name, or by index
+        out = tmp_path / f"fixed{len(spec)}"
+        result = convert(str(src), "-f", "npz", "-o", str(out), "--reorder", spec)
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.output and "worst left/right asymmetry" in result.output
+        store = open_store(out)
+        for got, want in zip(store, seqs):
+            np.testing.assert_array_equal(got.keypoints, want.keypoints)
+        assert "joints reordered" in store.source
+
+
+def test_unpermuted_data_converts_without_a_warning(tmp_path: Path) -> None:
+    src = _write_clips(tmp_path / "ok.npz", _synthetic())
+    result = convert(str(src), "-f", "npz", "-o", str(tmp_path / "s"))
+    assert result.exit_code == 0 and "warning" not in result.output
+    assert "joint order (layout kinect_v1_20): 12 clips" in result.output
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ("0,1,2", "lists 3 joints, layout 'kinect_v1_20' has 20"),
+    (",".join(["head"] * 2 + [str(i) for i in range(2, 20)]), "lists head more than once and hip_center, spine"),
+    ("hed," + ",".join(str(i) for i in range(1, 20)), "'hed' is not a joint of layout 'kinect_v1_20' (fix: did you "
+                                                      "mean 'head'?"),
+    (",".join(str(i) for i in range(1, 21)), "joint index 20 is outside 0..19"),
+])
+def test_a_bad_reorder_is_refused_before_reading(tmp_path: Path, spec: str, says: str) -> None:
+    result = convert(str(tmp_path / "not-read-yet"), "-f", "ucla", "-o", str(tmp_path / "s"), "--reorder", spec)
+    assert result.exit_code == 2 and "--reorder: " in result.stderr and says in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_empty_clips_are_reported_kept_with_fail_and_left_out_with_skip(tmp_path: Path) -> None:
+    seqs = _synthetic()
+    seqs[0].keypoints[:] = 0
+    seqs[1].keypoints[:, :-3] = 0  # mostly empty: reported, kept
+    src = _write_clips(tmp_path / "e.npz", seqs, splits={"train": [s.id for s in seqs[:6]]})
+    kept = convert(str(src), "-f", "npz", "-o", str(tmp_path / "kept"))
+    assert kept.exit_code == 0, kept.output
+    assert f"1 clip(s) are empty, every joint zero in every frame ({seqs[0].id}); kept" in kept.output
+    assert "1 empty clip(s), 1 with at least 50% empty frames" in kept.output and seqs[1].id in kept.output
+    assert len(open_store(tmp_path / "kept")) == 12
+    dropped = convert(str(src), "-f", "npz", "-o", str(tmp_path / "dropped"), "--on-error", "skip")
+    assert dropped.exit_code == 0, dropped.output
+    assert "every frame is empty" in dropped.output and "1 skipped" in dropped.output
+    store = open_store(tmp_path / "dropped")
+    assert len(store) == 11 and seqs[0].id not in store.ids and seqs[0].id not in store.splits["train"]
+    assert seqs[1].id in store.ids
+
+
+def test_info_shows_tags_scores_and_empty_frames(tmp_path: Path) -> None:
+    from skelray.data import SkeletonSequence
+
+    seqs = _synthetic()
+    seqs[2].keypoints[:, :5] = 0
+    scored = [SkeletonSequence(s.id, s.label, s.keypoints, s.tags, np.ones(s.keypoints.shape[:3], np.float32))
+              for s in seqs]
+    for name, clips, says in (("plain", seqs, "keypoint_score: not stored"),
+                              ("scored", scored, "keypoint_score: stored (training does not use it today)")):
+        src = _write_clips(tmp_path / f"{name}.npz", clips)
+        assert convert(str(src), "-f", "npz", "-o", str(tmp_path / name)).exit_code == 0
+        info = RUNNER.invoke(app, ["data", "info", str(tmp_path / name)])
+        assert info.exit_code == 0, info.output
+        assert says in info.output
+        assert "tags: fold (str, 2 values), pattern (str, 3 values), subject (int, 2 values)" in info.output
+        assert "empty frames: 0 empty clip(s), 0 with at least 50% empty frames, 1 with any; 5 of" in info.output
+        assert "joint order (layout kinect_v1_20): 12 clips" in info.output and "warning" not in info.output
+
+
+def test_convert_reads_a_folder_of_npz_files(tmp_path: Path) -> None:
+    seqs = _synthetic()
+    names = ["a", "b", "c"]
+    _write_clips(tmp_path / "src" / "part1.npz", seqs[:5], splits={"train": [s.id for s in seqs[:3]]},
+                 class_names=names)
+    _write_clips(tmp_path / "src" / "part2.npz", seqs[5:], splits={"train": [seqs[5].id], "test": [seqs[6].id]})
+    result = convert(str(tmp_path / "src"), "--format", "npz", "--out", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 sequences" in result.output and "train 4, test 1" in result.output
+    store = open_store(tmp_path / "s")
+    assert store.ids == [s.id for s in seqs] and store.class_names == names
+    _write_clips(tmp_path / "src" / "part3.npz", seqs[:1])
+    clash = convert(str(tmp_path / "src"), "--format", "npz", "--out", str(tmp_path / "t"))
+    assert clash.exit_code == 2 and f"part3.npz: id '{seqs[0].id}' is also in part1.npz" in clash.stderr
+    empty = tmp_path / "none"
+    empty.mkdir()
+    result = convert(str(empty), "--format", "npz", "--out", str(tmp_path / "u"))
+    assert result.exit_code == 2 and "holds no .npz files" in result.stderr
