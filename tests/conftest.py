@@ -49,3 +49,16 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from _demo import demo_bundle
 
     return demo_bundle(_demo_root(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray (2 CPUs) for the module, unless this process runs one already."""
+    import ray
+
+    from skelray.runtime import start_ray
+
+    started = start_ray(num_cpus=2, object_store_memory=200 * 2**20)
+    yield
+    if started:
+        ray.shutdown()

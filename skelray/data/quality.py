@@ -3,8 +3,8 @@ frames, and whether the joints are in the layout's order.
 
 **Empty frames.** Sensors write all-zero joints when they lose the body: a frame is *empty*
 when every coordinate of every person in it is zero, a clip is *empty* when all its frames
-are. An empty clip teaches nothing (its label is noise), so ``convert`` refuses it (or, with
-``--on-error skip``, leaves it out); clips with many empty frames are reported and kept.
+are. An empty clip teaches nothing (its label is noise): ``convert`` reports it, and leaves it
+out with ``--on-error skip``; clips with many empty frames are reported and kept.
 
 **Joint order, from bone lengths.** Bones are rigid: in data whose joints are in the layout's
 order, each of the layout's edges joins two joints a fixed distance apart, and a left bone is
@@ -27,22 +27,23 @@ left and right joints keeps every length, so it cannot be seen this way.
 Only 3D data is checked: a 2D projection shortens a bone as it turns away from the camera
 (and a left limb differently from the right one), so lengths in pixels say little.
 
-The limits were chosen by measuring these statistics with ``check_bones`` (the README's
-"Data" section says how). Worst bone, median over clips:
+The limits come from measuring both statistics with ``benchmarks/bench_joint_order.py``
+(worst bone, median over clips; 100 synthetic 3D clips per layout, five random permutations
+each):
 
 ==============================================  ==============  ==============
 data                                            variation       asymmetry
 ==============================================  ==============  ==============
-synthetic, 3D, five built-in layouts            0.074 - 0.085   0.000 - 0.016
-the same, joints permuted at random (5 each)    0.25 - 0.62     0.64 - 1.63
-NW-UCLA (1482 clips, Kinect v1, as read)        0.158           0.117
-NW-UCLA, joints permuted at random (5)          0.175 - 0.242   1.07 - 1.63
+synthetic, the five built-in layouts            0.074 - 0.084   0.000 - 0.015
+the same, joints permuted                       0.25 - 0.62     0.64 - 1.63
+NW-UCLA as read (1482 clips measured)           0.158           0.117
+NW-UCLA, joints permuted                        0.18 - 0.24     1.07 - 1.63
 ==============================================  ==============  ==============
 
-Kinect v1 bone lengths are far from rigid (legs, when sitting), so on NW-UCLA the variation
-of a permuted order is no larger than that of the true one; the asymmetry tells the two
-apart by a factor of nine. The variation still catches permutations of layouts without
-left/right pairs (``hand21``) and of clean 3D data.
+Kinect v1 bone lengths are far from rigid (the legs', above all), so on NW-UCLA a permuted
+order varies barely more than the true one and stays under the variation limit; the
+asymmetry tells the two apart by a factor of nine. The variation is what catches a permuted
+layout without left/right pairs (``hand21``: asymmetry 0) and permutations of clean 3D data.
 """
 
 from __future__ import annotations

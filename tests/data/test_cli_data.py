@@ -233,8 +233,8 @@ def test_unpermuted_data_converts_without_a_warning(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("spec", "says"), [
     ("0,1,2", "lists 3 joints, layout 'kinect_v1_20' has 20"),
     (",".join(["head"] * 2 + [str(i) for i in range(2, 20)]), "lists head more than once and hip_center, spine"),
-    ("hed," + ",".join(str(i) for i in range(1, 20)), "'hed' is not a joint of layout 'kinect_v1_20' (fix: did you "
-                                                      "mean 'head'?"),
+    ("hed," + ",".join(str(i) for i in range(1, 20)),
+     "'hed' is not a joint of layout 'kinect_v1_20' (fix: did you mean 'head'?"),
     (",".join(str(i) for i in range(1, 21)), "joint index 20 is outside 0..19"),
 ])
 def test_a_bad_reorder_is_refused_before_reading(tmp_path: Path, spec: str, says: str) -> None:

@@ -129,3 +129,62 @@ def test_to_dict_leaves_out_what_a_layout_does_not_set():
     plain = layout_from_dict({"name": "pair", "joints": ["a", "b"], "edges": [["b", "a"]], "center": "a"})
     assert plain.to_dict() == {"name": "pair", "joints": ["a", "b"], "edges": [[1, 0]], "center": 0}
     assert layout_from_dict(plain.to_dict()) == plain
+
+
+# -- a layout's definition travels with the data (adopt_layout), and the joint order (issue 19) ----
+def _tri(name: str, center: int = 0) -> dict:
+    return {"name": name, "joints": ["a", "b", "c"], "edges": [[1, 0], [2, 0]], "center": center}
+
+
+def test_adopt_layout_makes_a_definition_known_once_and_refuses_a_different_one():
+    from skelray.data.layouts import adopt_layout
+
+    adopted = adopt_layout(_tri("adopted3"), source="store x: layout_def")
+    assert get_layout("adopted3") is adopted and adopt_layout(adopted.to_dict()) is adopted
+    with pytest.raises(LayoutError, match=r"store y: layout_def: defines layout 'adopted3', but a different layout"):
+        adopt_layout(_tri("adopted3", center=1), source="store y: layout_def")
+    with pytest.raises(LayoutError, match="defines layout 'ntu25', but a different layout"):
+        adopt_layout({**_tri("ntu25")}, source="bundle")
+    assert adopt_layout(get_layout("ntu25").to_dict()) is get_layout("ntu25")
+
+
+@pytest.mark.parametrize("spec", ["c, a b", ["c", "a", "b"], [2, 0, "b"], "2,0,1"])
+def test_joint_order_reads_names_or_indices_in_the_files_order(spec):
+    from skelray.data.layouts import joint_order
+
+    assert joint_order(spec, layout_from_dict(_tri("order3"))) == (2, 0, 1)
+
+
+def test_a_store_carries_its_layouts_definition_and_older_stores_still_open(tmp_path):
+    import pyarrow as pa
+
+    from skelray.data import SkeletonDataset, SkeletonSequence, open_store, write_store
+    from skelray.data.layouts import _registry, register_layout
+    from skelray.data.store import DATA_FILE
+    from skelray.errors import DataError
+
+    custom = register_layout(layout_from_dict(_tri("travels3")))  # as reading a layout file leaves it
+    seqs = [SkeletonSequence("s0", 0, np.ones((1, 4, 3, 3), np.float32))]
+    write_store(SkeletonDataset(seqs, "travels3"), tmp_path / "s")
+    del _registry["travels3"]  # as in another process, which knows only the built-in layouts
+    store = open_store(tmp_path / "s")
+    assert store.layout == "travels3" and store.layout_spec == custom and get_layout("travels3") == custom
+    del _registry["travels3"]
+
+    def without_definition(path, layout: str) -> None:
+        # A store as versions before layout_def wrote it.
+        table = pa.ipc.open_file(pa.memory_map(str(path / DATA_FILE))).read_all()
+        meta = json.loads(table.schema.metadata[b"skelray"])
+        meta.pop("layout_def", None)
+        meta["layout"] = layout
+        table = table.replace_schema_metadata({b"skelray": json.dumps(meta).encode()})
+        with pa.OSFile(str(path / DATA_FILE), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+
+    old = tmp_path / "old"
+    write_store(SkeletonDataset([SkeletonSequence("s0", 0, np.ones((1, 4, 20, 3), np.float32))], "kinect_v1_20"), old)
+    without_definition(old, "kinect_v1_20")
+    assert open_store(old).layout_spec is get_layout("kinect_v1_20")
+    without_definition(old, "lost3")
+    with pytest.raises(DataError, match="names layout 'lost3', which is not built in, and was written before"):
+        _ = open_store(old).layout_spec

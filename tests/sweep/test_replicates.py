@@ -6,10 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import ray
 
 from skelray.errors import ConfigError
-from skelray.runtime import start_ray
 from skelray.sweep.leaves import Grid
 from skelray.sweep.results import read_results
 from skelray.sweep.runner import run_sweep
@@ -88,14 +86,6 @@ def test_replicate_mistakes_name_the_keys_and_the_fix(over, wanted):
         load_sweep(_sweep(**over))
     for text in wanted:
         assert text in str(info.value)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = start_ray(num_cpus=2, object_store_memory=200 * 2**20)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def _tiny(name: str, storage: str, **over: Any) -> dict[str, Any]:
