@@ -141,7 +141,8 @@ def info(
     k = store.num_classes
     names = store.class_names or [str(i) for i in range(k)]
     parts = {name: store.select(name) for name in store.split_names}
-    console.print(f"[bold]{store.path}[/]: {len(store)} sequences, {k} classes, layout {store.layout}, "
+    console.print(f"[bold]{store.path}[/]: {len(store)} sequences, {k} classes, layout {store.layout} "
+                  f"({store.layout_spec.num_joints} joints), "
                   f"{_size(store.path)} on disk" + (f"\nsource: {store.source}" if store.source else ""),
                   highlight=False)
 

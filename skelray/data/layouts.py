@@ -15,10 +15,10 @@ Known orders (``skelray.data.quality`` checks an order from bone lengths on 3D d
 - ``ntu25``: the Kinect v2 SDK's joint order, which NTU RGB+D 60/120 ``.skeleton`` files use
   (the ``ntu`` reader keeps the file's order).
 - ``kinect_v1_20``: the Kinect v1 SDK's joint order, which NW-UCLA's JSON files use as the
-  ``ucla`` reader reads them (measured on all 1482 usable clips: left/right bones differ by
-  0.12 mean bone lengths at worst, more than 1.0 with the joints permuted). Other Kinect v1
-  datasets may list their 20 joints in another order: check with ``skelray data info`` and
-  fix it with ``skelray data convert --reorder``.
+  ``ucla`` reader reads them (on the 1482 of its 1484 clips the check measures, left/right
+  bones differ by 0.12 mean bone lengths at worst; over 1.0 with the joints permuted).
+  Other Kinect v1 datasets may list their 20 joints in another order: check with
+  ``skelray data info`` and fix it with ``skelray data convert --reorder``.
 - ``coco17`` and ``openpose18``: the COCO and OpenPose (COCO-18) keypoint orders, as their
   names list; 2D, so not checked from bone lengths.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skelray.config import LAYOUT_FILE_SUFFIXES
+from skelray.config import LAYOUT_FILE_SUFFIXES, did_you_mean
 from skelray.errors import LayoutError
 
 
@@ -324,10 +324,8 @@ def joint_order(spec: str | Sequence[str | int], layout: Layout, *, where: str =
     order = []
     for item in items:
         if isinstance(item, str) and item not in layout.joints:
-            import difflib
-
-            close = difflib.get_close_matches(item, layout.joints, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            close = did_you_mean(item, layout.joints)
+            hint = f"did you mean '{close}'? " if close else ""
             raise LayoutError(f"'{item}' is not a joint of layout '{layout.name}'", where=where,
                               fix=f"{hint}use the layout's joint names or indices 0..{v - 1}")
         index = _joint_index(item, layout.joints, where)

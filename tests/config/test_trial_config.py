@@ -70,3 +70,12 @@ def test_check_choice_names_the_field_and_the_choices() -> None:
     for bad in (7, True):
         with pytest.raises(ConfigError, match=r"m.tcn_kernel.*use one of 5, 9"):
             check_choice(bad, (5, 9), "m.tcn_kernel")
+
+
+def test_a_layout_file_path_is_pinned_to_where_skelray_runs(tmp_path, monkeypatch) -> None:
+    from skelray.config import DataSpec
+
+    monkeypatch.chdir(tmp_path)
+    # Trials load the data in Ray workers, whose working folder is another one.
+    assert DataSpec(layout="layouts/my20.yaml").layout == str(tmp_path / "layouts" / "my20.yaml")
+    assert DataSpec(layout="kinect_v1_20").layout == "kinect_v1_20"
