@@ -118,8 +118,8 @@ def _bone_name(layout: Layout, edge: tuple[int, int]) -> str:
 
 
 def _mirror_pairs(layout: Layout) -> list[tuple[int, int]]:
-    """Index pairs (left edge, right edge) of the layout's mirrored bones; none when it has no
-    left/right joints."""
+    """Edge index pairs ``(i, j)``, ``i < j``, of bones that mirror each other (a left bone and
+    its right partner); none when the layout has no left/right joints."""
     try:
         perm = layout.mirror()
     except LayoutError:
@@ -138,7 +138,7 @@ def _clip_stats(kp: np.ndarray, edges: np.ndarray,
     """(variation per edge, asymmetry per pair) of one clip, or None when it has too few frames."""
     present = np.any(kp != 0, axis=(2, 3))  # (M, T)
     person = kp[int(np.argmax(present.sum(axis=1)))]  # the person present in most frames
-    frames = person[present.max(axis=0) & np.any(person != 0, axis=(1, 2))]
+    frames = person[np.any(person != 0, axis=(1, 2))]
     if len(frames) < _MIN_FRAMES:
         return None
     joint_there = np.any(frames != 0, axis=2)  # (T, V): a joint at exactly 0 is missing
