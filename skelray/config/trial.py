@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skelray.config._problems import Problems, pydantic_problems
 from skelray.errors import ConfigError, SkelrayError
@@ -223,7 +223,13 @@ class TrainSpec(Section):
     # Evaluate, save and export an exponential moving average of the weights (decay per
     # optimiser step, e.g. 0.99 ~ the last 100 steps); null = the live weights.
     ema_decay: float | None = Field(None, ge=0, lt=1)
-    amp: bool = False  # mixed precision (CUDA only)
+    # Numeric precision of the training step: auto = bf16 autocast on a GPU that supports it,
+    # fp16 with a loss scaler on older GPUs, fp32 on the CPU; or fp32, bf16 (also on the CPU), fp16 (CUDA).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    amp: bool = False  # older spelling of precision: fp16 (CUDA only; ignored on the CPU)
+    compile: bool = False  # torch.compile the model for training (a one-off compile per trial)
+    # Batches prepared ahead in a background thread while the step runs (0: in the step's thread).
+    prefetch: int = Field(2, ge=0)
     seed: int = 0
     num_workers: int = Field(0, ge=0)  # data loader workers per trial
     eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
@@ -235,6 +241,19 @@ class TrainSpec(Section):
     # whose trials stop at known epochs (fifo, pbt, or ASHA rungs that are multiples of N)
     # saves the test pass on the other epochs.
     test_every: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> TrainSpec:
+        if self.amp and self.precision not in ("auto", "fp16"):
+            raise ValueError(f"amp: true (fp16) contradicts precision: {self.precision}; "
+                             "remove amp and keep precision")
+        return self
+
+    def precision_on(self, device: str) -> str:
+        """``precision`` with the older ``amp: true`` folded in (fp16 on CUDA, off on the CPU)."""
+        if self.amp:
+            return "fp16" if device.startswith("cuda") else "fp32"
+        return self.precision
 
 
 class TrialConfig(Section):
