@@ -20,13 +20,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy loads its BLAS
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _timing import time_interleaved  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import numpy as np
+import torch
+from _timing import time_interleaved
+from rich.console import Console
+from rich.table import Table
 
-from skelray.data.transforms import Preprocess  # noqa: E402
+from skelray.data.transforms import Preprocess
 
 
 def ntu_clips(n: int, *, seed: int = 0, persons: int = 2, frames: tuple[int, int] = (60, 140),

@@ -49,3 +49,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from _demo import demo_bundle
 
     return demo_bundle(_demo_root(tmp_path_factory))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need CUDA: skipped, saying so, on a machine without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run benchmarks/gpu_check.py on a GPU node)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -28,7 +28,6 @@ from skelray.data.layouts import get_layout
 from skelray.data.transforms import (
     ClipDraws,
     Preprocess,
-    _present,
     align_rotations,
     first_present,
     rotation_matrices,

@@ -20,7 +20,14 @@ from torch import nn
 
 from skelray.ensemble.combine import softmax, top_k, weighted_logits
 from skelray.export._structure import build_structure, load_state
-from skelray.export.manifest import SERVE_DTYPES, BundleError, Manifest, MemberSpec, preprocess_key, read_manifest
+from skelray.export.manifest import (
+    SERVE_DTYPES,
+    BundleError,
+    Manifest,
+    MemberSpec,
+    preprocess_key,
+    read_manifest,
+)
 
 
 def torch_dtype(name: str, *, where: str = "dtype") -> torch.dtype:

@@ -145,18 +145,18 @@ def _check_dtypes(name: str, trained: torch.nn.Module, served: torch.nn.Module, 
     from skelray.export.bundle import torch_dtype
 
     out = {}
-    for dt in dtypes:
-        if dt == "float32":
+    for kind in dtypes:
+        if kind == "float32":
             continue
-        target = torch_dtype(dt, where="dtypes")
+        target = torch_dtype(kind, where="dtypes")
         diffs, scale, _ = _compare(trained, copy.deepcopy(served).to(target), inputs, target)
-        worst, tol = max(diffs.values()), SERVE_DTYPES[dt]
+        worst, tol = max(diffs.values()), SERVE_DTYPES[kind]
         if not worst <= tol * max(1.0, scale):
-            raise BundleError(f"member {name}: in {dt} the fused form differs from the training form by "
+            raise BundleError(f"member {name}: in {kind} the fused form differs from the training form by "
                               f"{worst:.3g} (tolerance {tol:g} x max(1, |logit| {scale:.3g}))", where=where,
                               fix=f"serve this member in float32 (export with --dtypes float32), "
-                                  f"or report the model: {dt} should stay within {tol:g}")
-        out[dt] = worst
+                                  f"or report the model: {kind} should stay within {tol:g}")
+        out[kind] = worst
     return out
 
 

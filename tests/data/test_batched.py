@@ -15,7 +15,7 @@ import pytest
 from skelray.data.transforms import Preprocess
 from skelray.errors import DataError
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def _clips(seed: int = 0, n: int = 12, channels: int = 3) -> list[np.ndarray]:
