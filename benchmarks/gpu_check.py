@@ -127,7 +127,7 @@ def step_train(gpu: bool, device: torch.device, rows: list) -> None:
     t = time_interleaved({"model": model_step, "pipeline": pipeline_batch}, None, 5, 1, step=lambda f, _x: f())
     busy, feed = t["model"] * steps / wall, t["pipeline"] * steps / wall
     rows.append(("train", f"hpigcn_rp width {size('width', gpu)}, batch {batch}, {mode.name}, prefetch 2",
-                 (f"{batch * steps / wall:,.0f} samples/s; GPU busy {100 * min(busy, 1):.0f}%, "
+                 (f"{batch * steps / wall:,.0f} samples/s; {'GPU' if gpu else 'model'} busy {100 * min(busy, 1):.0f}%, "
                   f"input pipeline {100 * feed:.0f}% of wall"), f"loss {metrics['loss']:.2f}"))
 
 

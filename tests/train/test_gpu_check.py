@@ -27,7 +27,7 @@ def test_dry_run_trains_and_times_inference_on_the_cpu() -> None:
     if not torch.cuda.is_available():
         assert "No CUDA GPU here" in out.stdout
     assert "the CPU (dry run)" in out.stdout
-    samples = re.search(r"([\d,]+) samples/s; GPU busy (\d+)%, input pipeline (\d+)% of wall", out.stdout)
+    samples = re.search(r"([\d,]+) samples/s; (?:GPU|model) busy (\d+)%, input pipeline (\d+)% of wall", out.stdout)
     assert samples and int(samples[1].replace(",", "")) > 0, out.stdout
     infer = re.search(r"fp32 ([\d.]+) ms, bf16 ([\d.]+) ms", out.stdout)
     assert infer and float(infer[1]) > 0 and float(infer[2]) > 0, out.stdout
