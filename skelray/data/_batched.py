@@ -143,10 +143,11 @@ def preprocess_batch(pp: Preprocess, clips: Sequence[np.ndarray], *, train: bool
         swap = perm is not None and draws[i].mirror
         for out, idx in ((x, lo), (upper, hi)):
             if out is not None:
+                # np.take with out= copies once; fancy indexing would copy twice.
                 if swap:
-                    np.take(a[:m, idx[i]], perm, axis=2, out=out[i, :m])
+                    np.take(np.take(a[:m], idx[i], axis=1), perm, axis=2, out=out[i, :m])
                 else:
-                    out[i, :m] = a[:m, idx[i]]
+                    np.take(a[:m], idx[i], axis=1, out=out[i, :m])
         if pp.normalize and a.shape[0]:
             refs[i] = a[0, first_present(a[0])]
     centres = refs[:, layout.center, :dims].astype(np.float64) if pp.normalize else np.zeros((n, dims))
