@@ -31,6 +31,14 @@ from skelray.models import create_model
 from skelray.train.loop import Split, make_optimizer, make_schedule, train_epoch
 
 
+class _PerClip(Preprocess):
+    """The per-clip reference pipeline in the loop's place (``--per-clip``): a slower feed, so
+    the overlap prefetch gives shows on a small model."""
+
+    def batch(self, clips, *, train: bool = False, rng=None, per_clip: bool = True):
+        return super().batch(clips, train=train, rng=rng, per_clip=True)
+
+
 def _epoch_runner(model: nn.Module, split: Split, pp: Preprocess, batch: int, prefetch: int, **kwargs):
     opt = make_optimizer(model, "sgd", 0.01)
     sched = make_schedule(opt, kind="cosine", epochs=1000, steps_per_epoch=len(split) // batch)
@@ -61,6 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training step")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per setting")
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd step")
+    parser.add_argument("--per-clip", action="store_true", help="feed with the per-clip reference pipeline")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 8, 2 steps, 2 repeats")
     args = parser.parse_args()
     if args.quick:
@@ -69,7 +78,8 @@ def main() -> None:
     clips = ntu_clips(args.batch * args.steps)
     labels = np.arange(len(clips)) % 60
     split = Split(clips, labels)
-    pp = Preprocess("ntu25", frames=args.frames, persons=2, rotate_degrees=15.0, scale=(0.9, 1.1), mirror=True)
+    pp = (_PerClip if args.per_clip else Preprocess)("ntu25", frames=args.frames, persons=2, rotate_degrees=15.0,
+                                                      scale=(0.9, 1.1), mirror=True)
     torch.manual_seed(0)
     base = create_model("hpigcn_rp", num_classes=60, layout="ntu25", num_persons=2, width=args.width)
     models = {name: create_model("hpigcn_rp", num_classes=60, layout="ntu25", num_persons=2, width=args.width)
@@ -94,7 +104,8 @@ def main() -> None:
         alone["model step, compiled"] = step
     parts = time_interleaved(alone, None, args.repeats * 2, warmup=1, step=lambda f, _: f())
     table = Table(title=f"CPU, torch {args.threads} thread(s), batch {args.batch}, 2 persons, 60-140 -> "
-                        f"{args.frames} frames, hpigcn_rp width {args.width} (median of {args.repeats})")
+                        f"{args.frames} frames, hpigcn_rp width {args.width}, {'per-clip' if args.per_clip else 'batched'} "
+                        f"pipeline (median of {args.repeats})")
     for column in ("what", "ms / step", "vs prefetch off"):
         table.add_column(column, justify="right")
     off = epoch["prefetch off"] / args.steps

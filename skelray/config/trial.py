@@ -228,8 +228,10 @@ class TrainSpec(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     amp: bool = False  # older spelling of precision: fp16 (CUDA only; ignored on the CPU)
     compile: bool = False  # torch.compile the model for training (a one-off compile per trial)
-    # Batches prepared ahead in a background thread while the step runs (0: in the step's thread).
-    prefetch: int = Field(2, ge=0)
+    # Batches prepared ahead in a background thread while the step runs; 0: in the step's thread.
+    # null: 2 on a GPU, 0 on the CPU (there the batched pipeline is a few % of a step, and the
+    # thread only competes with the step for the trial's cores).
+    prefetch: int | None = Field(None, ge=0)
     seed: int = 0
     num_workers: int = Field(0, ge=0)  # data loader workers per trial
     eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
@@ -248,6 +250,12 @@ class TrainSpec(Section):
             raise ValueError(f"amp: true (fp16) contradicts precision: {self.precision}; "
                              "remove amp and keep precision")
         return self
+
+    def prefetch_on(self, device: str) -> int:
+        """``prefetch`` with its default for ``device`` filled in."""
+        if self.prefetch is not None:
+            return self.prefetch
+        return 2 if device.startswith("cuda") else 0
 
     def precision_on(self, device: str) -> str:
         """``precision`` with the older ``amp: true`` folded in (fp16 on CUDA, off on the CPU)."""

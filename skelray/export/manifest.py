@@ -45,10 +45,12 @@ class ModelSpec(_Model):
 
 # The dtypes a member can be served in, and the export check's tolerance at each (times
 # max(1, largest |logit|), against the training form in float32). float32 holds the fused form
-# to rounding (measured ~5e-7). bfloat16 keeps 8 bits of mantissa: its logits differ from
-# float32's by 0.35-0.6% of the largest (hpigcn_rp width 0.25 and 1.0, stgcn; CPU bf16 kernels),
-# so 3e-2 leaves 5x headroom and still fails a member whose fused form is wrong.
-SERVE_DTYPES: dict[str, float] = {"float32": 1e-4, "bfloat16": 3e-2}
+# to rounding (measured ~5e-7). bfloat16 keeps 8 bits of mantissa: on CPU bf16 kernels its
+# logits differed from float32's by 0.35-0.6% of the largest for randomly initialised
+# hpigcn_rp (width 0.25, 1.0) and stgcn, and by 1.6% for a 2-epoch-trained hpigcn_rp member on
+# random clips (benchmarks/gpu_check.py's dry run), so 5e-2 leaves 3x headroom and still fails
+# a member whose fused form is wrong.
+SERVE_DTYPES: dict[str, float] = {"float32": 1e-4, "bfloat16": 5e-2}
 
 
 class CheckInfo(_Model):

@@ -188,7 +188,7 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
                          rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty,
                          precision=t.precision_on(str(device)), grad_clip=t.grad_clip,
                          after_step=average.update if average is not None else None,
-                         prefetch_batches=t.prefetch, forward=forward)
+                         prefetch_batches=t.prefetch_on(str(device)), forward=forward)
         if t.precise_bn_batches:
             recalibrate_bn(evaluated, data.splits["train"], pp_train, batch_size=t.batch_size,
                            num_batches=t.precise_bn_batches, rng=rng, device=device)

@@ -140,7 +140,10 @@ def test_train_section_precision_keys() -> None:
     base = {"data": {"format": "synthetic"}, "model": {"name": "stgcn"}}
     cfg = TrialConfig.from_tune({**base, "train": {"amp": True}})
     assert cfg.train.precision_on("cuda") == "fp16" and cfg.train.precision_on("cpu") == "fp32"
-    assert TrialConfig.from_tune(base).train.precision_on("cuda") == "auto"
+    default = TrialConfig.from_tune(base).train
+    assert default.precision_on("cuda") == "auto"
+    assert (default.prefetch_on("cuda"), default.prefetch_on("cpu")) == (2, 0)
+    assert TrialConfig.from_tune({**base, "train": {"prefetch": 3}}).train.prefetch_on("cpu") == 3
     with pytest.raises(ConfigError, match="contradicts precision"):
         TrialConfig.from_tune({**base, "train": {"amp": True, "precision": "bf16"}})
     with pytest.raises(ConfigError, match="precision"):
