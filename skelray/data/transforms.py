@@ -216,10 +216,10 @@ def draw_angles(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
     return np.deg2rad(rng.uniform(-max_degrees, max_degrees, size=3))
 
 
-def random_rotate(kp: np.ndarray, rng: np.random.Generator, max_degrees: float = 15.0, *,
+def random_rotate(kp: np.ndarray, rng: np.random.Generator | None, max_degrees: float = 15.0, *,
                   angles: np.ndarray | None = None) -> np.ndarray:
     """Rotate the whole clip by a random angle about each axis (about z only for 2D); the
-    ``angles`` (radians) given or drawn from ``rng``."""
+    ``angles`` (radians) given, or drawn from ``rng``."""
     if max_degrees <= 0:
         return kp
     ang = angles if angles is not None else draw_angles(rng, max_degrees)
@@ -230,7 +230,7 @@ def random_rotate(kp: np.ndarray, rng: np.random.Generator, max_degrees: float =
     return out
 
 
-def random_scale(kp: np.ndarray, rng: np.random.Generator, low: float = 0.9, high: float = 1.1, *,
+def random_scale(kp: np.ndarray, rng: np.random.Generator | None, low: float = 0.9, high: float = 1.1, *,
                  factors: np.ndarray | None = None) -> np.ndarray:
     """Scale each spatial axis by its own random factor in ``[low, high]`` (``factors`` given
     or drawn from ``rng``)."""
