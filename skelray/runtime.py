@@ -20,11 +20,12 @@ from skelray.errors import ConfigError
 
 
 def start_ray(address: str | None = None, *, num_cpus: int | None = None,
-              object_store_memory: int | None = None) -> bool:
+              object_store_memory: int | None = None, num_gpus: int | None = None) -> bool:
     """Connect to ``address`` or start an embedded local Ray. Returns True if this call started
     (or connected) it, so the caller knows to shut it down; False when Ray was already running.
 
-    ``num_cpus`` and ``object_store_memory`` (bytes) size the local instance only."""
+    ``num_cpus``, ``num_gpus`` and ``object_store_memory`` (bytes) size the local instance only
+    (``num_gpus`` on a machine without one declares a logical GPU: a dry run of GPU scheduling)."""
     import ray
     from ray.exceptions import AuthenticationError
 
@@ -40,7 +41,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None,
         else:
             # "local" always starts a private instance; a bare init() would silently join any
             # cluster `ray start` left running on this machine.
-            ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
                      include_dashboard=False, **kwargs)
     except AuthenticationError as exc:
         raise ConfigError(f"the Ray cluster refused this client's token ({exc.message})", where="--address",

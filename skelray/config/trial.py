@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skelray.config._problems import Problems, pydantic_problems
 from skelray.errors import ConfigError, SkelrayError
@@ -237,7 +237,15 @@ class TrainSpec(Section):
     # Evaluate, save and export an exponential moving average of the weights (decay per
     # optimiser step, e.g. 0.99 ~ the last 100 steps); null = the live weights.
     ema_decay: float | None = Field(None, ge=0, lt=1)
-    amp: bool = False  # mixed precision (CUDA only)
+    # Numeric precision of the training step: auto = bf16 autocast on a GPU that supports it,
+    # fp16 with a loss scaler on older GPUs, fp32 on the CPU; or fp32, bf16 (also on the CPU), fp16 (CUDA).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    amp: bool = False  # older spelling of precision: fp16 (CUDA only; ignored on the CPU)
+    compile: bool = False  # torch.compile the model for training (a one-off compile per trial)
+    # Batches prepared ahead in a background thread while the step runs; 0: in the step's thread.
+    # null: 2 on a GPU, 0 on the CPU (there the batched pipeline is a few % of a step, and the
+    # thread only competes with the step for the trial's cores).
+    prefetch: int | None = Field(None, ge=0)
     seed: int = 0
     num_workers: int = Field(0, ge=0)  # data loader workers per trial
     eval_batch_size: int | None = Field(None, ge=1)  # None = batch_size
@@ -249,6 +257,25 @@ class TrainSpec(Section):
     # whose trials stop at known epochs (fifo, pbt, or ASHA rungs that are multiples of N)
     # saves the test pass on the other epochs.
     test_every: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> TrainSpec:
+        if self.amp and self.precision not in ("auto", "fp16"):
+            raise ValueError(f"amp: true (fp16) contradicts precision: {self.precision}; "
+                             "remove amp and keep precision")
+        return self
+
+    def prefetch_on(self, device: str) -> int:
+        """``prefetch`` with its default for ``device`` filled in."""
+        if self.prefetch is not None:
+            return self.prefetch
+        return 2 if device.startswith("cuda") else 0
+
+    def precision_on(self, device: str) -> str:
+        """``precision`` with the older ``amp: true`` folded in (fp16 on CUDA, off on the CPU)."""
+        if self.amp:
+            return "fp16" if device.startswith("cuda") else "fp32"
+        return self.precision
 
 
 class TrialConfig(Section):

@@ -20,7 +20,22 @@ from torch import nn
 
 from skelray.ensemble.combine import softmax, top_k, weighted_logits
 from skelray.export._structure import build_structure, load_state
-from skelray.export.manifest import BundleError, Manifest, MemberSpec, preprocess_key, read_manifest
+from skelray.export.manifest import (
+    SERVE_DTYPES,
+    BundleError,
+    Manifest,
+    MemberSpec,
+    preprocess_key,
+    read_manifest,
+)
+
+
+def torch_dtype(name: str, *, where: str = "dtype") -> torch.dtype:
+    """The torch dtype of a serving dtype name (``SERVE_DTYPES``: float32, bfloat16)."""
+    if name not in SERVE_DTYPES:
+        raise BundleError(f"unknown serving dtype '{name}'", where=where,
+                          fix=f"use one of {', '.join(SERVE_DTYPES)}")
+    return getattr(torch, name)
 
 
 def ensure_layout(manifest: Manifest) -> None:
@@ -43,8 +58,15 @@ def ensure_layout(manifest: Manifest) -> None:
 
 
 def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu",
-                verify: bool = True) -> nn.Module:
-    """One member's fused model, in eval mode, from its safetensors file."""
+                verify: bool = True, dtype: str = "float32") -> nn.Module:
+    """One member's fused model, in eval mode, from its safetensors file, on ``device`` at
+    ``dtype``: float32, or a dtype the export checked it at (``member.check.dtypes``). Its
+    input must be cast to the same dtype."""
+    target = torch_dtype(dtype)
+    if dtype != "float32" and dtype not in member.check.dtypes:
+        raise BundleError(f"member {member.name} was not checked at {dtype} when it was exported",
+                          where=f"manifest.json: members[{member.name}].check.dtypes",
+                          fix=f"re-export the bundle (skelray export checks {dtype} by default), or serve in float32")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -65,7 +87,7 @@ def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu",
                           fix="re-export the bundle") from None
     module = build_structure(member.model)
     load_state(module, tensors, where=where, allow_reshape=member.compacted, overrides=member.structure)
-    return module.to(device).eval()
+    return module.to(device=device, dtype=target).eval()
 
 
 @dataclass
@@ -109,8 +131,10 @@ def run_streams(preprocessors: dict[str, Any], clips: Sequence[np.ndarray]) -> d
 class Bundle:
     """A loaded bundle: manifest, fused members and the offline ensemble."""
 
-    def __init__(self, root: Path, manifest: Manifest, models: dict[str, nn.Module], device: str) -> None:
+    def __init__(self, root: Path, manifest: Manifest, models: dict[str, nn.Module], device: str,
+                 dtype: str = "float32") -> None:
         self.root, self.manifest, self.models, self.device = root, manifest, models, device
+        self.dtype = torch_dtype(dtype)
         self.plan = StreamPlan.of(manifest)
         self.preprocessors = self.plan.preprocessors()
 
@@ -123,7 +147,7 @@ class Bundle:
         streams = run_streams(self.preprocessors, clips)
         out = {}
         for m in self.manifest.members:
-            x = torch.from_numpy(streams[self.plan.member_key[m.name]]).to(self.device)
+            x = torch.from_numpy(streams[self.plan.member_key[m.name]]).to(self.device, self.dtype)
             out[m.name] = self.models[m.name](x).float().cpu().numpy()
         return out
 
@@ -137,10 +161,10 @@ class Bundle:
         return {"probabilities": probs, "top_k": top_k(probs, k, self.manifest.class_names)}
 
 
-def load_bundle(root: str | Path, *, device: str = "cpu", verify: bool = True) -> Bundle:
-    """Read the manifest, check it, and load every member's fused weights."""
+def load_bundle(root: str | Path, *, device: str = "cpu", verify: bool = True, dtype: str = "float32") -> Bundle:
+    """Read the manifest, check it, and load every member's fused weights at ``dtype``."""
     root = Path(root)
     manifest = read_manifest(root)
     ensure_layout(manifest)
-    models = {m.name: load_member(root, m, device=device, verify=verify) for m in manifest.members}
-    return Bundle(root, manifest, models, device)
+    models = {m.name: load_member(root, m, device=device, verify=verify, dtype=dtype) for m in manifest.members}
+    return Bundle(root, manifest, models, device, dtype)

@@ -21,20 +21,24 @@ def export_command(
     check_data: bool = typer.Option(True, "--check-data/--no-check-data",
                                     help="Also compare on the sweep's validation clips if readable."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
+    dtypes: list[str] = typer.Option(["float32", "bfloat16"], "--dtypes",
+                                     help="Serving dtypes to check each member at (float32, bfloat16); "
+                                          "a member is served only at a dtype checked here."),
 ) -> None:
     """Fuse (and compact) each member, check it against its training form, write the bundle."""
     from skelray.export.writer import export_bundle
 
     manifest = export_bundle(source, output, trial=trial, tolerance=tolerance, check_data=check_data,
-                             overwrite=overwrite)
+                             overwrite=overwrite, dtypes=tuple(dtypes))
     table = Table(title=f"bundle {output} ({len(manifest.members)} member(s), "
                         f"{manifest.num_classes} classes)")
     for col in ("member", "model", "stream", "weight", "params", "MACs/clip", "max |fused - trained|",
-                "checked on"):
+                "other dtypes", "checked on"):
         table.add_column(col)
     for m in manifest.members:
         table.add_row(m.name, m.model.name, m.stream, f"{m.weight:.3f}", f"{m.params:,}", f"{m.macs:,}",
                       f"{m.check.max_abs_diff:.2e}",
+                      ", ".join(f"{k} {v:.2e}" for k, v in m.check.dtypes.items()) or "-",
                       ", ".join(f"{k} x{n}" for k, n in m.check.inputs.items()))
     console.print(table)
     console.print(f"next: skelray serve {output}")

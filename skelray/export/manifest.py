@@ -43,6 +43,16 @@ class ModelSpec(_Model):
     num_persons: int
 
 
+# The dtypes a member can be served in, and the export check's tolerance at each (times
+# max(1, largest |logit|), against the training form in float32). float32 holds the fused form
+# to rounding (measured ~5e-7). bfloat16 keeps 8 bits of mantissa: on CPU bf16 kernels its
+# logits differed from float32's by 0.35-0.6% of the largest for randomly initialised
+# hpigcn_rp (width 0.25, 1.0) and stgcn, and by 1.6% for a 2-epoch-trained hpigcn_rp member on
+# random clips (benchmarks/gpu_check.py's dry run), so 5e-2 leaves 3x headroom and still fails
+# a member whose fused form is wrong.
+SERVE_DTYPES: dict[str, float] = {"float32": 1e-4, "bfloat16": 5e-2}
+
+
 class CheckInfo(_Model):
     """The export-time comparison of the fused form with the training form."""
 
@@ -53,6 +63,10 @@ class CheckInfo(_Model):
     inputs: dict[str, int]  # input kind ("random", "synthetic", "val") -> clips compared
     per_input: dict[str, float] = Field(default_factory=dict)  # input kind -> its largest |fused - trained|
     val_logits_max_abs_diff: float | None = None  # fused vs the logits the trial saved (same clips)
+    # Each serving dtype other than float32 the member was checked at -> its largest |fused at that
+    # dtype - trained in float32| over the same inputs (tolerance: SERVE_DTYPES). A member is
+    # served only at float32 and the dtypes listed here.
+    dtypes: dict[str, float] = Field(default_factory=dict)
 
 
 class MemberSpec(_Model):

@@ -7,11 +7,14 @@ the sweep's data can be read here, the first validation clips (also compared wit
 the trial saved for them). Export fails if the largest difference exceeds the tolerance
 (1e-4) times ``max(1, largest |logit|)``: an absolute bound for logits up to 1, a relative one
 above, since float32 rounding alone passes 1e-4 once logits reach the hundreds (random inputs
-drive an hpigcn_rp's logits past 1000; its real clips differ by ~3e-6).
+drive an hpigcn_rp's logits past 1000; its real clips differ by ~3e-6). The check is repeated
+at each serving dtype asked for (bfloat16 by default), against the same float32 training-form
+logits, with that dtype's tolerance (``manifest.SERVE_DTYPES``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import hashlib
@@ -29,9 +32,18 @@ import torch
 from skelray import record
 from skelray.errors import ConfigError, SkelrayError
 from skelray.export._structure import build_structure, load_state, state_tensors, structure_overrides
-from skelray.export.manifest import MANIFEST, BundleError, CheckInfo, Manifest, MemberSpec, ModelSpec
+from skelray.export.manifest import (
+    MANIFEST,
+    SERVE_DTYPES,
+    BundleError,
+    CheckInfo,
+    Manifest,
+    MemberSpec,
+    ModelSpec,
+)
 
-DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE = SERVE_DTYPES["float32"]
+DEFAULT_DTYPES = ("float32", "bfloat16")  # serving dtypes every member is checked at
 CHECK_CLIPS = 8  # clips per input kind: enough to exercise batching, cheap for big models
 
 
@@ -113,17 +125,39 @@ def _check_inputs(pp: Any, in_channels: int, num_joints: int,
 
 
 @torch.inference_mode()
-def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str, np.ndarray]
-             ) -> tuple[dict[str, float], float, dict[str, np.ndarray]]:
-    """(largest |fused - trained| logit per input kind, largest |trained| logit, fused logits)."""
+def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str, np.ndarray],
+             dtype: torch.dtype = torch.float32) -> tuple[dict[str, float], float, dict[str, np.ndarray]]:
+    """(largest |fused - trained| logit per input kind, largest |trained| logit, fused logits),
+    the fused form run at ``dtype`` and the training form in float32."""
     diffs, scale, fused_out = {}, 0.0, {}
     for kind, x in inputs.items():
         t = torch.from_numpy(x)
-        a, b = trained(t), fused(t)
+        a, b = trained(t), fused(t.to(dtype)).float()
         diffs[kind] = float((a - b).abs().max())
         scale = max(scale, float(a.abs().max()))
         fused_out[kind] = b.numpy()
     return diffs, scale, fused_out
+
+
+def _check_dtypes(name: str, trained: torch.nn.Module, served: torch.nn.Module, inputs: dict[str, np.ndarray],
+                  dtypes: tuple[str, ...], where: str) -> dict[str, float]:
+    """The check repeated at each serving dtype but float32: largest difference per dtype."""
+    from skelray.export.bundle import torch_dtype
+
+    out = {}
+    for kind in dtypes:
+        if kind == "float32":
+            continue
+        target = torch_dtype(kind, where="dtypes")
+        diffs, scale, _ = _compare(trained, copy.deepcopy(served).to(target), inputs, target)
+        worst, tol = max(diffs.values()), SERVE_DTYPES[kind]
+        if not worst <= tol * max(1.0, scale):
+            raise BundleError(f"member {name}: in {kind} the fused form differs from the training form by "
+                              f"{worst:.3g} (tolerance {tol:g} x max(1, |logit| {scale:.3g}))", where=where,
+                              fix=f"serve this member in float32 (export with --dtypes float32), "
+                                  f"or report the model: {kind} should stay within {tol:g}")
+        out[kind] = worst
+    return out
 
 
 def _layout_def(name: str) -> dict[str, Any]:
@@ -132,8 +166,8 @@ def _layout_def(name: str) -> dict[str, Any]:
     return get_layout(name).to_dict()  # read back with layout_from_dict (skelray.export.bundle)
 
 
-def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_data: bool
-                   ) -> tuple[MemberSpec, record.TrialRecord]:
+def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_data: bool,
+                   dtypes: tuple[str, ...] = DEFAULT_DTYPES) -> tuple[MemberSpec, record.TrialRecord]:
     from safetensors.torch import load_file, save_file
 
     from skelray import __version__
@@ -173,6 +207,7 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
                           where=str(src.checkpoint),
                           fix="a block's fuse() is not exact for this model; report it, "
                               "or pass a larger --tolerance")
+    at_dtypes = _check_dtypes(name, trained, served, inputs, dtypes, str(src.checkpoint))
     val_diff = float(np.abs(outs["val"] - val[1]).max()) if val else None
     params, macs = profile(served, (1, pp.persons, pp.frames, inputs["random"].shape[3], m.in_channels))
     spec = MemberSpec(
@@ -183,7 +218,7 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
         sha256=hashlib.sha256((out / rel).read_bytes()).hexdigest(),
         check=CheckInfo(max_abs_diff=worst, logit_scale=scale, tolerance=tolerance,
                         inputs={k: len(v) for k, v in inputs.items()}, per_input=diffs,
-                        val_logits_max_abs_diff=val_diff))
+                        val_logits_max_abs_diff=val_diff, dtypes=at_dtypes))
     return spec, info
 
 
@@ -203,8 +238,9 @@ def _measured_latency(src: _Source, info: record.TrialRecord) -> float | None:
 
 def export_bundle(source: str | Path, output: str | Path, *, trial: str | None = None,
                   tolerance: float = DEFAULT_TOLERANCE, check_data: bool = True, overwrite: bool = False,
-                  name: str | None = None) -> Manifest:
-    """Export ``source`` (an ENSEMBLE.json, or an experiment folder with ``trial``) to ``output``."""
+                  name: str | None = None, dtypes: tuple[str, ...] = DEFAULT_DTYPES) -> Manifest:
+    """Export ``source`` (an ENSEMBLE.json, or an experiment folder with ``trial``) to ``output``;
+    each member is checked at every serving dtype of ``dtypes`` (float32 always)."""
     from skelray import __version__
 
     source, output = Path(source), Path(output)
@@ -219,7 +255,8 @@ def export_bundle(source: str | Path, output: str | Path, *, trial: str | None =
         (tmp / "members").mkdir()
         members, infos = [], []
         for i, src in enumerate(sources):
-            spec, info = _export_member(i, src, tmp, tolerance=tolerance, check_data=check_data)
+            spec, info = _export_member(i, src, tmp, tolerance=tolerance, check_data=check_data,
+                                        dtypes=tuple(dtypes))
             members.append(spec)
             infos.append(info)
         first = members[0].model

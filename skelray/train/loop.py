@@ -111,20 +111,35 @@ def make_schedule(optimizer: torch.optim.Optimizer, *, kind: str, epochs: int, s
 def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, *, batch_size: int, rng: np.random.Generator,
                 label_smoothing: float = 0.0, device: torch.device | str = "cpu",
-                extra_loss=None, amp: bool = False, grad_clip: float | None = None,
-                after_step: Callable[[nn.Module], None] | None = None) -> dict[str, float]:
+                extra_loss=None, precision: str = "fp32", grad_clip: float | None = None,
+                after_step: Callable[[nn.Module], None] | None = None, prefetch_batches: int = 0,
+                forward: nn.Module | None = None) -> dict[str, float]:
     """One pass over the training split. ``extra_loss(model, labels)`` adds e.g. a sparsity
     penalty or an ensemble's per-member losses (computed in the forward just run);
-    ``after_step(model)`` runs after every optimiser step (e.g. ``WeightAverage.update``)."""
+    ``after_step(model)`` runs after every optimiser step (e.g. ``WeightAverage.update``).
+
+    ``precision``: ``train.precision`` (``skelray.train.accel``). ``prefetch_batches``: batches
+    prepared ahead in a background thread (0: none); the same batches either way.
+    ``forward``: the module that runs the forward pass, e.g. ``torch.compile(model)``
+    (default ``model``). The loss and accuracy are summed on the device and read once, at
+    the end: a read per step would make the host wait for the GPU every step."""
+    from skelray.train.accel import resolve_precision
+    from skelray.train.prefetch import prefetch
+
     model.train()
     device = torch.device(device)
-    use_amp = amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    total, correct, loss_sum = 0, 0, 0.0
-    for x, y in batches(split, pp, batch_size, train=True, rng=rng):
+    run = forward if forward is not None else model
+    mode = resolve_precision(precision, device)
+    scaler = mode.scaler()
+    # float64 on the device: the same sums, in the same order, as Python floats would give.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    total = 0
+    pin = (lambda xy: (xy[0].pin_memory(), xy[1].pin_memory())) if device.type == "cuda" else None
+    for x, y in prefetch(batches(split, pp, batch_size, train=True, rng=rng), prefetch_batches, prepare=pin):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=use_amp):
-            logits = model(x)
+        with mode.context():
+            logits = run(x)
             loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
             if extra_loss is not None:
                 loss = loss + extra_loss(model, y)
@@ -139,9 +154,9 @@ def train_epoch(model: nn.Module, split: Split, pp: Preprocess, optimizer: torch
         if after_step is not None:
             after_step(model)
         total += len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        loss_sum += float(loss.detach()) * len(y)
-    return {"loss": loss_sum / max(total, 1), "top1": correct / max(total, 1)}
+        correct += (logits.argmax(1) == y).sum()
+        loss_sum += loss.detach().double() * len(y)
+    return {"loss": float(loss_sum) / max(total, 1), "top1": int(correct) / max(total, 1)}
 
 
 class WeightAverage:

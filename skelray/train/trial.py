@@ -35,6 +35,7 @@ from skelray.data.transforms import Preprocess
 from skelray.errors import DataError
 from skelray.models import fuse
 from skelray.record import Logits, ModelRecord, TrialRecord
+from skelray.train.accel import maybe_compile
 from skelray.train.data import DataBundle, load_splits
 from skelray.train.loop import (
     WeightAverage,
@@ -153,6 +154,7 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
     model = build_model(cfg, data)
     model, sparsity = _sparsity_hooks(model, getattr(cfg.model, "sparsity", None))
     model.to(device)
+    forward = maybe_compile(model, t.compile)  # shares model's parameters; checkpoints save model
     steps = max(1, len(data.splits["train"]) // t.batch_size)
     optimizer = make_optimizer(model, t.optimizer, t.lr, momentum=t.momentum, nesterov=t.nesterov,
                                weight_decay=t.weight_decay)
@@ -189,8 +191,10 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
                 sparsity.on_epoch_start(average.module, epoch)
         penalty = (lambda m, y: sparsity.penalty(m, labels=y)) if sparsity is not None else None
         tr = train_epoch(model, data.splits["train"], pp_train, optimizer, schedule, batch_size=t.batch_size,
-                         rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty, amp=t.amp,
-                         grad_clip=t.grad_clip, after_step=average.update if average is not None else None)
+                         rng=rng, label_smoothing=t.label_smoothing, device=device, extra_loss=penalty,
+                         precision=t.precision_on(str(device)), grad_clip=t.grad_clip,
+                         after_step=average.update if average is not None else None,
+                         prefetch_batches=t.prefetch_on(str(device)), forward=forward)
         if t.precise_bn_batches:
             recalibrate_bn(evaluated, data.splits["train"], pp_train, batch_size=t.batch_size,
                            num_batches=t.precise_bn_batches, rng=rng, device=device)
