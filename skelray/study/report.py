@@ -85,8 +85,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
     (out / "claims.json").write_text(claims.model_dump_json(indent=2))
     size = run.study.sizes[run.size]
     lines = [f"# Study {run.study.name} ({run.size})", "", run.study.description.strip(), "",
-             f"Size {run.size}: {size.epochs} epochs, {size.seeds} seeds per configuration, width {size.width}. "
-             f"{size.estimate.strip()}", "",
+             (f"Size {run.size}: {size.epochs} epochs, {size.seeds} seeds per configuration, "
+              f"width {size.width}. {size.estimate.strip()}"), "",
              "| sweep | trials finished | trial wall time, sum (min) |", "|---|---|---|"]
     for name in run.study.sweeps_for(run.size):
         rows = sweep_rows(run.sweep_dir(name))
@@ -94,8 +94,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
         wall = sum(r.get("wall_time_s") or 0.0 for r in rows) / 60
         lines.append(f"| {name} | {len(done)} of {len(rows)} | {wall:.1f} |")
     status = "finished" if run.finished else "not finished: the figures are those of the trials done so far"
-    lines += ["", f"Run: {status}. A verdict is *held*, *not held* or *inconclusive* by the rule printed "
-              "under it; intervals are 95% Student-t over seeds (`skelray.sweep.stats`).", "",
+    lines += ["", (f"Run: {status}. A verdict is *held*, *not held* or *inconclusive* by the rule printed "
+                   "under it; intervals are 95% Student-t over seeds (`skelray.sweep.stats`)."), "",
               "| claim | paper | ours: a - b | verdict |", "|---|---|---|---|"]
     for c in claims.claims:
         ours = _pm(c.ours.difference, signed=True) if c.ours else "-"
