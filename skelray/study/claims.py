@@ -50,8 +50,9 @@ class Ours(_Model):
     metric: str
     a: Figure
     b: Figure
-    difference: Figure  # a - b, paired by seed
+    difference: Figure  # a - b, paired by seed (claim 2: by trial)
     epochs: int
+    speed: Figure | None = None  # claim 2: training-form / fused forward time, per trial
 
 
 class Paper(_Model):
@@ -159,14 +160,18 @@ def evaluate(study: StudySpec, size: str, run_dir: Path) -> ClaimsFile:
     rows = {name: sweep_rows(run_dir / "sweeps" / name) for name in study.sweeps_for(size)}
     out = []
     for c in study.claims:
-        if c.test is None:
+        if not c.sweeps():
             out.append(_inconclusive(c, NOT_RUN))
             continue
         if c.id not in runs:
             out.append(_inconclusive(c, f"not run at size {size}: the size runs "
                                      f"{', '.join(sorted(runs)) or 'no claim'}; run a size that includes it"))
             continue
+        if c.check is not None:
+            out.append(_fusion_record(c, {s: (run_dir / "sweeps" / s, rows[s]) for s in c.check.sweeps}, epochs))
+            continue
         t = c.test
+        assert t is not None
         a = side_values(t.a, run_dir / "sweeps" / t.a.sweep, rows[t.a.sweep])
         b = side_values(t.b, run_dir / "sweeps" / t.b.sweep, rows[t.b.sweep])
         paired = sorted(set(a) & set(b))
@@ -183,3 +188,45 @@ def evaluate(study: StudySpec, size: str, run_dir: Path) -> ClaimsFile:
         out.append(ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=ours,
                                verdict=decision.verdict, rule=decision.rule, reason=reason))
     return ClaimsFile(study=study.name, size=size, claims=out)
+
+
+FUSION_RULE = ("fused vs training form on each finished trial's test split: not held if any trial's test "
+               "top-1 differs, or the speed-up interval (training / fused forward time, 95% t over trials) "
+               "is below 1; held if none differs and the interval is above 1; else inconclusive")
+
+
+def _fusion_record(c: ClaimSpec, sweeps: Mapping[str, tuple[Path, list[dict[str, Any]]]], epochs: int) -> ClaimRecord:
+    from skelray.study.reparam import check_trial
+
+    cache: dict[str, object] = {}
+    checks = []
+    for folder, rows in sweeps.values():
+        for r in rows:
+            if r.get("status") in FINISHED and r.get("best_checkpoint"):
+                trial = folder / r["run"] / r["trial_name"]
+                found = check_trial(trial, trial / r["best_checkpoint"], cache)
+                if found is not None:
+                    checks.append(found)
+    fused = {f.trial: f.fused_top1 for f in checks}
+    trained = {f.trial: f.training_top1 for f in checks}
+    ours = Ours(metric="test top-1 (fraction), fused and training form of each trial's chosen checkpoint",
+                a=_figure("fused", fused), b=_figure("training form", trained),
+                difference=_figure("fused - training", {k: fused[k] - trained[k] for k in fused}), epochs=epochs,
+                speed=_figure("training / fused forward time", {f.trial: f.speedup for f in checks}))
+    worst = max((abs(f.fused_top1 - f.training_top1), f.trial) for f in checks) if checks else (0.0, "")
+    logit = max((f.max_logit_diff for f in checks), default=0.0)
+    sp = ours.speed
+    assert sp is not None
+    if not checks:
+        verdict, reason = INCONCLUSIVE, "no finished dense trial with a test split yet; resume the study"
+    elif worst[0] > 0:
+        verdict, reason = "not held", f"trial {worst[1]}: fused test top-1 differs by {100 * worst[0]:.2f} points"
+    elif sp.low is None or sp.high is None:
+        verdict, reason = INCONCLUSIVE, "top-1 equal on the 1 trial; a speed interval needs 2 or more trials"
+    else:
+        span = (f"top-1 equal on all {len(checks)} trials (largest logit difference {logit:.2g}); speed-up "
+                f"{sp.mean:.2f}x [{sp.low:.2f}, {sp.high:.2f}]")
+        verdict = "held" if sp.low > 1 else "not held" if sp.high < 1 else INCONCLUSIVE
+        reason = span
+    return ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=ours, verdict=verdict,
+                       rule=FUSION_RULE, reason=reason)

@@ -68,6 +68,10 @@ def _claim_md(c: ClaimRecord, plot: str | None) -> list[str]:
                   f"  - a = {c.ours.a.label}: {_pm(c.ours.a)}",
                   f"  - b = {c.ours.b.label}: {_pm(c.ours.b)}",
                   f"  - a - b: {_pm(c.ours.difference, signed=True)}"]
+        if c.ours.speed is not None and c.ours.speed.mean is not None:
+            s = c.ours.speed
+            span = f" [{s.low:.2f}, {s.high:.2f}]" if s.low is not None and s.high is not None else ""
+            lines.append(f"  - {s.label}: {s.mean:.2f}x{span} ({s.n} trials)")
     lines += [f"- Verdict: **{c.verdict}**", f"- Rule: {c.rule}", f"- Why: {c.reason}"]
     if plot:
         lines += ["", f"![{c.id}]({plot})"]

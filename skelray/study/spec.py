@@ -78,6 +78,14 @@ class TestSpec(Section):
     within: float = Field(0.01, gt=0)  # equivalent: the largest |a - b| that counts as equal
 
 
+class FusionCheckSpec(Section):
+    """Claim 2's check (``reparam.py``): every finished dense trial of ``sweeps``, fused against
+    its training form on its test split."""
+
+    kind: Literal["reparam"]
+    sweeps: list[str] = Field(min_length=1)
+
+
 class PaperSpec(Section):
     figure: str | None = None  # the paper's number(s) as printed, e.g. "85.5 vs 85.1"
     source: str  # paper and table, e.g. "HPI-GCN (Table 3, NTU-120 X-Sub)"
@@ -89,7 +97,19 @@ class ClaimSpec(Section):
     section: str  # the report section it belongs to
     text: str  # the claim, in words
     paper: PaperSpec | None = None
-    test: TestSpec | None = None  # None: not run by this version
+    test: TestSpec | None = None  # a comparison of two sides
+    check: FusionCheckSpec | None = None  # or a built-in check; neither: not run by this version
+
+    @model_validator(mode="after")
+    def _one(self) -> ClaimSpec:
+        if self.test is not None and self.check is not None:
+            raise ValueError(f"claim '{self.id}' has both test: and check:; give one")
+        return self
+
+    def sweeps(self) -> list[str]:
+        if self.test is not None:
+            return [self.test.a.sweep, self.test.b.sweep]
+        return list(self.check.sweeps) if self.check is not None else []
 
 
 class SizeSpec(Section):
@@ -119,9 +139,9 @@ class StudySpec(Section):
         if dup:
             raise ValueError(f"claim id '{dup[0]}' is used twice: give every claim its own id")
         for c in self.claims:
-            for side in (c.test.a, c.test.b) if c.test else ():
-                if side.sweep not in self.sweeps:
-                    raise ValueError(f"claim '{c.id}' uses sweep '{side.sweep}', which sweeps: does not define "
+            for sweep in c.sweeps():
+                if sweep not in self.sweeps:
+                    raise ValueError(f"claim '{c.id}' uses sweep '{sweep}', which sweeps: does not define "
                                      f"(defined: {', '.join(self.sweeps) or 'none'})")
         for size, s in self.sizes.items():
             unknown = sorted(set(s.claims or ()) - set(ids))
@@ -132,11 +152,11 @@ class StudySpec(Section):
     def runs(self, size: str) -> list[ClaimSpec]:
         """The claims ``size`` runs: listed by the size (all when it lists none) and testable."""
         chosen = self.sizes[size].claims
-        return [c for c in self.claims if c.test is not None and (chosen is None or c.id in chosen)]
+        return [c for c in self.claims if c.sweeps() and (chosen is None or c.id in chosen)]
 
     def sweeps_for(self, size: str) -> list[str]:
         """The sweeps the size's claims need, in the order the study defines them."""
-        used = {s.sweep for c in self.runs(size) for s in (c.test.a, c.test.b)}  # type: ignore[union-attr]
+        used = {s for c in self.runs(size) for s in c.sweeps()}
         return [name for name in self.sweeps if name in used]
 
     def sweep_body(self, name: str, size: str, storage: str) -> dict[str, Any]:

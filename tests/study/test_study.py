@@ -78,7 +78,7 @@ def test_claims_json_validates_and_decides_every_claim(study) -> None:
     claims = {c["id"]: c for c in doc["claims"]}
     assert list(claims) == [c["id"] for c in yaml.safe_load(STUDY.read_text())["claims"]]
     # Not implemented yet, or left to a larger size: reported, never hidden.
-    for cid in ("reparam_exact", "sparsity_95", "sparse_ensemble", "served_equals_offline"):
+    for cid in ("sparsity_95", "sparse_ensemble", "served_equals_offline"):
         assert claims[cid]["verdict"] == "inconclusive" and claims[cid]["reason"] == NOT_RUN
     assert "not run at size smoke" in claims["pa5_gain_official"]["reason"]
     # PA 5 and PA 1 with the adjacency's learning rate x5 start from the same weights and train
@@ -88,6 +88,11 @@ def test_claims_json_validates_and_decides_every_claim(study) -> None:
     for cid in ("pa3_is_lr", "pa5_is_lr", "pa5_beyond_lr", "streams_fixed_vs_joint", "streams_builder_vs_fixed"):
         ours = claims[cid]["ours"]
         assert ours["difference"]["n"] == 2 and set(ours["a"]["per_seed"]) == {"0", "1"}, cid
+    # Every trial's fused form scores its training form's test top-1; the speed-up is timed
+    # beside other work here, so its interval may or may not clear 1.
+    fusion = claims["reparam_exact"]
+    assert fusion["ours"]["difference"]["n"] == 6 and set(fusion["ours"]["difference"]["per_seed"].values()) == {0.0}
+    assert fusion["verdict"] in ("held", "inconclusive") and fusion["ours"]["speed"]["n"] == 6
     # Paper claims on 2 epochs of a 110-epoch schedule: inconclusive, saying so.
     assert claims["pa5_gain"]["verdict"] == "inconclusive" and "110" in claims["pa5_gain"]["reason"]
 
@@ -95,6 +100,7 @@ def test_claims_json_validates_and_decides_every_claim(study) -> None:
 def test_report_has_every_section_and_a_plot_per_decided_claim(study) -> None:
     _, report, _ = study
     text = (report / "report.md").read_text()
+    assert "training / fused forward time" in text
     for section in ("1. PA count", "2. Re-parameterization", "3. Sparsity", "4. Multi-level sparsity ensemble",
                     "5. Streams", "6. Served = offline"):
         assert f"## {section}" in text
@@ -110,7 +116,10 @@ def test_report_command_writes_only_the_folder_it_is_given(study, tmp_path) -> N
     result = CliRunner().invoke(app, ["study", "report", str(run_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == snapshot
-    assert json.loads((out / "claims.json").read_text()) == json.loads((report / "claims.json").read_text())
+    # The same records, but for claim 2's timings (measured again, so never quite equal).
+    again, first = (json.loads((d / "claims.json").read_text())["claims"] for d in (out, report))
+    assert [c for c in again if c["id"] != "reparam_exact"] == [c for c in first if c["id"] != "reparam_exact"]
+    assert len(again) == len(first)
 
 
 def test_resume_of_a_finished_study_skips_every_sweep(study) -> None:
