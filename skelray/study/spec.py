@@ -178,8 +178,9 @@ class StudySpec(Section):
             return load_sweep(self.sweep_body(name, size, storage), {"data.path": data} if data else None,
                               check_paths=check_paths)
         except ConfigError as exc:
-            raise ConfigError(str(exc), where=f"{self.name}: sweeps.{name} at size {size}",
-                              fix="correct the study's base, sweeps or sizes section") from None
+            inner = f" ({exc.where})" if exc.where else ""
+            raise ConfigError(exc.message, where=f"{self.name}: sweeps.{name} at size {size}{inner}",
+                              fix=exc.fix or "correct the study's base, sweeps or sizes section") from None
 
 
 def load_study(source: str | Path | dict[str, Any], *, check_paths: bool = False) -> StudySpec:

@@ -79,3 +79,13 @@ def test_the_claims_schema_accepts_a_record_and_refuses_an_unknown_verdict() -> 
     doc["claims"][0]["verdict"] = "probably"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, CLAIMS_SCHEMA)
+
+
+def test_a_missing_data_folder_stops_the_run_before_anything_is_written(tmp_path) -> None:
+    from skelray.study.runner import run_study
+
+    with pytest.raises(ConfigError, match=r"sweeps.pa at size laptop \(sweep: data.path\)"):
+        run_study(STUDY, "laptop", data=str(tmp_path / "nowhere"), storage=str(tmp_path / "runs"))
+    with pytest.raises(ConfigError, match="--size"):
+        run_study(STUDY, "huge", storage=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
