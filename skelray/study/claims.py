@@ -43,7 +43,7 @@ class Figure(_Model):
     low: float | None
     high: float | None
     n: int
-    per_seed: dict[str, float]
+    per_seed: dict[str, float]  # seed -> value (claim 2's figures: trial name -> value)
 
 
 class Ours(_Model):
