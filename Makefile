@@ -12,7 +12,7 @@ export WANDB_SILENT := true
 # Two PyTorch thread pools spinning against each other on a 2-core machine run 10-30x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-slow bench venv lock clean
+.PHONY: demo reproduce test test-slow bench venv lock clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/skelray sweep run sweeps/demo.yaml --set name=demo-$$(date +%Y%m%d-%H%M%S)
+
+# The laptop-sized NW-UCLA study (about 2 h on 2 cores); the report goes to reports/nw_ucla/.
+reproduce: $(STAMP)
+	$(VENV)/bin/skelray study run studies/nw_ucla.yaml --size laptop --data $${SKELRAY_UCLA:-../shared/data/nw_ucla}
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -58,6 +58,9 @@ def _register_groups() -> None:
     from skelray.serve.cli import app as serve_app
 
     app.add_typer(serve_app, name="serve", help="Serve a bundle with Ray Serve (`serve BUNDLE`, `serve build`).")
+    from skelray.study.cli import app as study_app
+
+    app.add_typer(study_app, name="study", help="Test the papers' claims: run a study's sweeps, report verdicts.")
     from skelray.deploy.cli import k8s_app, register
 
     register(sweep_app)  # sweep submit | status | logs | stop (Ray Jobs API)

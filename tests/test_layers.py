@@ -9,7 +9,9 @@ upward import cannot hide behind a lazy import. Layers, bottom to top, and why t
 - ``data`` -> ``models`` -> ``sparsity``: skeletons, the model zoo (with its fusion and the
   compaction registry), trainable sparsity (which plugs into the zoo by an entry point).
 - ``train``: one trial, from a ``TrialConfig`` to checkpoints.
-- ``sweep`` -> ``ensemble`` -> ``export`` -> ``serve`` -> ``deploy`` -> ``cli``.
+- ``sweep`` -> ``ensemble`` -> ``export`` -> ``serve`` -> ``study`` -> ``deploy`` -> ``cli``.
+  ``study`` runs sweeps and builds ensembles to test the papers' claims (and will serve the
+  best ensemble for the served-equals-offline claim), so it sits above them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ LAYERS = [
     {"ensemble"},
     {"export"},
     {"serve"},
+    {"study"},
     {"deploy"},
     {"cli"},
 ]

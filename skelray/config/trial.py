@@ -228,6 +228,9 @@ class TrainSpec(Section):
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     nesterov: bool = True  # sgd only
     weight_decay: float = Field(4e-4, ge=0)
+    # Learning-rate factor of the learnable adjacencies (HPI-GCN's PA matrices, ST-GCN's edge
+    # importance), which get no weight decay: PA count's learning-rate equivalent.
+    adjacency_lr_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
     schedule: Literal["cosine", "step"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)  # linear warm-up before the schedule
     milestones: list[int] = Field(default_factory=list)  # step schedule: epochs where lr *= gamma

@@ -10,6 +10,7 @@ and scores the result on the test logits (reported, never used to choose).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,8 +118,9 @@ def _best(cands: list[Candidate]) -> Candidate:
 def build_ensemble(sweep_dir: str | Path, *, budget_params: float | None = None,
                    budget_ms: float | None = None,
                    max_members: int | None = None, rounds: int | None = None,
-                   refine: bool = False) -> EnsembleSpec:
-    """Choose members and weights on validation under the budget (see the module docstring)."""
+                   refine: bool = False, pool: Collection[str] | None = None) -> EnsembleSpec:
+    """Choose members and weights on validation under the budget (see the module docstring).
+    ``pool``: the trial keys (``run-0/t00001-...``) selection may choose from; None: all."""
     if budget_params is not None and budget_ms is not None:
         raise ConfigError("give one budget, not both", where="--budget-params/--budget-ms",
                           fix="bound either the total parameters or the summed latency")
@@ -127,6 +129,8 @@ def build_ensemble(sweep_dir: str | Path, *, budget_params: float | None = None,
         if value is not None and value <= 0:
             raise ConfigError(f"must be positive, got {value}", where=name)
     cands, skipped = load_candidates(sweep_dir)
+    if pool is not None:
+        cands = [c for c in cands if c.key in pool]
     if not cands:
         why = f" ({'; '.join(skipped)})" if skipped else ""
         raise DataError(f"has no finished trial with saved logits{why}",

@@ -24,21 +24,39 @@ class PAGraphConv(nn.Module):
     sums them before its one product: the product is linear in the matrices, so that is the
     paper's per-matrix sum of products, with the same gradient for every matrix. Fusing
     stores the sum as one matrix.
+
+    ``init`` says where the matrices start. ``graph``: each at graph / pa_count plus
+    ``noise`` (so the sum starts at the layout's graph whatever the count). With the
+    adjacency undecayed and SGD, every matrix then moves by the same step, so the sum moves
+    ``pa_count`` times as fast as one matrix would: PA count acts as a learning-rate factor on
+    the adjacency (``train.adjacency_lr_scale`` is the explicit form). ``official``: as the
+    HPI-GCN authors' code does (its ``REP_GCN0``), each matrix drawn uniform in [0.9, 1.1],
+    independent of the skeleton graph (their block ignores it), applied to the features by
+    the same per-matrix product and summed; the sum then starts near ``pa_count`` times the
+    all-ones matrix and the BN after the output conv removes that scale, so there the count
+    changes the adjacency's step relative to its size far less than under ``graph``.
     """
 
     NO_WEIGHT_DECAY = ("pa",)  # the learnable adjacency (skelray.train.loop.no_decay_names)
 
     def __init__(self, in_channels: int, out_channels: int, graph: Tensor, *, pa_count: int = 5,
-                 groups: int = 1, noise: float = 0.01) -> None:
+                 groups: int = 1, noise: float = 0.01, init: str = "graph") -> None:
         super().__init__()
         assert out_channels % groups == 0, "groups must divide the channels"
         v = graph.shape[-1]
         self.groups = groups
         self.conv_in = nn.Conv2d(in_channels, out_channels, 1)
-        # Each matrix starts at graph / pa_count (plus noise to tell them apart), so the summed
-        # operator starts at the layout's graph whatever the count.
-        init = graph.expand(pa_count, groups, v, v) / pa_count
-        self.pa = nn.Parameter(init + noise * torch.randn(pa_count, groups, v, v) / pa_count)
+        if init == "official":
+            self.pa = nn.Parameter(torch.empty(pa_count, groups, v, v).uniform_(0.9, 1.1))
+        else:
+            # Each matrix starts at graph / pa_count (plus noise to tell them apart), so the
+            # summed operator starts at the layout's graph whatever the count.
+            start = graph.expand(pa_count, groups, v, v) / pa_count
+            # Without noise nothing is drawn, so models that differ only in pa_count start
+            # with the same other weights from the same seed (the PA-count study relies on it).
+            if noise:
+                start = start + noise * torch.randn(pa_count, groups, v, v) / pa_count
+            self.pa = nn.Parameter(start)
         self.aggregate = Einsum("ngctj,gij->ngcti")
         self.conv_out: nn.Module = ConvBN(out_channels, out_channels)
 

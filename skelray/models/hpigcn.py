@@ -68,9 +68,10 @@ class JointEmbedding(nn.Module):
 
 class HPIBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, graph: Tensor, *, stride: int, pa_count: int,
-                 groups: int, tcn_kernel: int) -> None:
+                 groups: int, tcn_kernel: int, pa_init: str = "graph", pa_noise: float = 0.01) -> None:
         super().__init__()
-        self.gcn = PAGraphConv(in_channels, out_channels, graph, pa_count=pa_count, groups=groups)
+        self.gcn = PAGraphConv(in_channels, out_channels, graph, pa_count=pa_count, groups=groups,
+                               init=pa_init, noise=pa_noise)
         self.tcn = RepTCN(out_channels, tcn_kernel, stride)
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -84,7 +85,7 @@ class HPIBlock(nn.Module):
 class HPIGCN(SkeletonModel):
     def __init__(self, *, name: str, num_classes: int, layout: str | Layout, in_channels: int,
                  num_persons: int, dropout: float, pa_count: int, tcn_kernel: int, input_embedding: str,
-                 groups: int, width: float = 1.0) -> None:
+                 groups: int, width: float = 1.0, pa_init: str = "graph", pa_noise: float = 0.01) -> None:
         check_int(groups, f"{name}.groups")
         # The embedding is one more stage; scaled widths stay multiples of 8 (its four motion
         # groups) and of the adjacency groups.
@@ -95,6 +96,10 @@ class HPIGCN(SkeletonModel):
         check_int(pa_count, f"{name}.pa_count")
         check_choice(tcn_kernel, (5, 9), f"{name}.tcn_kernel")
         check_choice(input_embedding, ("joint", "plain"), f"{name}.input_embedding")
+        check_choice(pa_init, ("graph", "official"), f"{name}.pa_init")
+        if isinstance(pa_noise, bool) or not isinstance(pa_noise, (int, float)) or not 0 <= pa_noise < float("inf"):
+            raise ConfigError(f"must be a number >= 0, got {pa_noise!r}", where=f"{name}.pa_noise",
+                              fix="e.g. 0.01 (the default), or 0 for matrices that start exactly at graph / pa_count")
         if embed % groups:
             raise ConfigError(f"{groups} groups do not divide the {embed} channels of block 1",
                               where=f"{name}.groups", fix="use 1, 2, 4, 8, 16, 32 or 64")
@@ -111,7 +116,7 @@ class HPIGCN(SkeletonModel):
         blocks, c_in = [], embed
         for c_out, stride in stages:
             blocks.append(HPIBlock(c_in, c_out, graph, stride=stride, pa_count=pa_count, groups=groups,
-                                   tcn_kernel=tcn_kernel))
+                                   tcn_kernel=tcn_kernel, pa_init=pa_init, pa_noise=pa_noise))
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
 
@@ -123,19 +128,26 @@ class HPIGCN(SkeletonModel):
 @register_model
 def hpigcn_rp(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3,
               num_persons: int = 2, dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
-              input_embedding: str = "joint", width: float = 1.0) -> HPIGCN:
+              input_embedding: str = "joint", width: float = 1.0, pa_init: str = "graph",
+              pa_noise: float = 0.01) -> HPIGCN:
     """HPI-GCN-RP: ``pa_count`` learnable adjacency matrices per block, Rep-TCN with K=5 or 9;
-    ``input_embedding="plain"`` for bone and motion streams; ``width`` scales every channel count."""
+    ``input_embedding="plain"`` for bone and motion streams; ``width`` scales every channel count;
+    ``pa_init`` is ``graph`` (skelray's: the matrices sum to the skeleton graph) or ``official``
+    (the authors' code: each matrix uniform in [0.9, 1.1]), ``pa_noise`` the noise of ``graph``
+    (see ``skelray.models._rep.PAGraphConv``)."""
     return HPIGCN(name="hpigcn_rp", num_classes=num_classes, layout=layout, in_channels=in_channels,
                   num_persons=num_persons, dropout=dropout, pa_count=pa_count, tcn_kernel=tcn_kernel,
-                  input_embedding=input_embedding, groups=1, width=width)
+                  input_embedding=input_embedding, groups=1, width=width, pa_init=pa_init,
+                  pa_noise=pa_noise)
 
 
 @register_model
 def hpigcn_op(num_classes: int = 60, layout: str | Layout = "ntu25", in_channels: int = 3,
               num_persons: int = 2, dropout: float = 0.0, pa_count: int = 5, tcn_kernel: int = 5,
-              input_embedding: str = "joint", groups: int = 8, width: float = 1.0) -> HPIGCN:
+              input_embedding: str = "joint", groups: int = 8, width: float = 1.0, pa_init: str = "graph",
+              pa_noise: float = 0.01) -> HPIGCN:
     """HPI-GCN-OP: as RP, but each of ``groups`` channel groups has its own adjacency matrices."""
     return HPIGCN(name="hpigcn_op", num_classes=num_classes, layout=layout, in_channels=in_channels,
                   num_persons=num_persons, dropout=dropout, pa_count=pa_count, tcn_kernel=tcn_kernel,
-                  input_embedding=input_embedding, groups=groups, width=width)
+                  input_embedding=input_embedding, groups=groups, width=width, pa_init=pa_init,
+                  pa_noise=pa_noise)

@@ -60,26 +60,39 @@ def no_decay_names(model: nn.Module) -> set[str]:
     without it PA count acts on the summed adjacency exactly as a learning-rate factor (every
     matrix gets the same gradient), which is what the PA-count study compares against.
     """
-    names: set[str] = set()
-    for mname, module in model.named_modules():
-        for pname in getattr(type(module), "NO_WEIGHT_DECAY", ()):
-            if isinstance(getattr(module, pname, None), nn.Parameter):
-                names.add(f"{mname}.{pname}" if mname else pname)
+    names = adjacency_names(model)
     for pname, p in model.named_parameters():
         if p.ndim <= 1 or "score" in pname.rsplit(".", 1)[-1]:
             names.add(pname)
     return names
 
 
+def adjacency_names(model: nn.Module) -> set[str]:
+    """The learnable adjacencies: what modules list in their ``NO_WEIGHT_DECAY`` attribute."""
+    names: set[str] = set()
+    for mname, module in model.named_modules():
+        for pname in getattr(type(module), "NO_WEIGHT_DECAY", ()):
+            if isinstance(getattr(module, pname, None), nn.Parameter):
+                names.add(f"{mname}.{pname}" if mname else pname)
+    return names
+
+
 def make_optimizer(model: nn.Module, name: str, lr: float, *, momentum: float = 0.9, nesterov: bool = True,
-                   weight_decay: float = 5e-4) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW with ``weight_decay`` on every parameter but ``no_decay_names``."""
+                   weight_decay: float = 5e-4, adjacency_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW with ``weight_decay`` on every parameter but ``no_decay_names``.
+
+    ``adjacency_lr_scale`` != 1 puts the ``adjacency_names`` parameters in a group of their own
+    with ``lr * adjacency_lr_scale`` (the schedule's factor multiplies every group's rate); at 1
+    they stay in the no-decay group, so optimiser states saved before the option still load."""
     skip = no_decay_names(model)
-    decay, no_decay = [], []
+    adjacency = adjacency_names(model) if adjacency_lr_scale != 1.0 else set()
+    decay, no_decay, adj = [], [], []
     for pname, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if pname in skip else decay).append(p)
+            (adj if pname in adjacency else no_decay if pname in skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if adj:
+        groups.append({"params": adj, "weight_decay": 0.0, "lr": lr * adjacency_lr_scale})
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adamw":

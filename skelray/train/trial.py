@@ -157,7 +157,7 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
     forward = maybe_compile(model, t.compile)  # shares model's parameters; checkpoints save model
     steps = max(1, len(data.splits["train"]) // t.batch_size)
     optimizer = make_optimizer(model, t.optimizer, t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                               weight_decay=t.weight_decay)
+                               weight_decay=t.weight_decay, adjacency_lr_scale=t.adjacency_lr_scale)
     schedule = make_schedule(optimizer, kind=t.schedule, epochs=t.epochs, steps_per_epoch=steps,
                              warmup_epochs=t.warmup_epochs, milestones=t.milestones, gamma=t.gamma)
     rng = np.random.default_rng(t.seed)

@@ -1,0 +1,232 @@
+"""Each claim's record: the claim, the paper's figure, ours (per seed, with intervals), the verdict.
+
+``evaluate(study, size, run_dir)`` reads the study's sweeps (only reading: trial folders are
+read in memory, never collected into a results store here) and decides every claim with
+``verdict.decide``. A claim the size did not run, or that this version cannot run, gets a
+record too, ``inconclusive`` with the reason. ``CLAIMS_SCHEMA`` is the JSON schema of
+``claims.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from skelray import record
+from skelray.errors import ConfigError
+from skelray.study.spec import ClaimSpec, Selector, StudySpec
+from skelray.study.verdict import INCONCLUSIVE, decide
+from skelray.sweep.aggregate import FINISHED
+from skelray.sweep.results import Location, best_column, sweep_state, trial_dirs, trial_row
+from skelray.sweep.stats import interval
+
+KIND = "skelray-study-claims"
+SCHEMA_VERSION = 1
+TEST_TOP1 = best_column(record.TEST_TOP1)  # a trial's test top-1 at its chosen checkpoint
+SEED = "config.train.seed"
+NOT_RUN = "not run by this version"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Figure(_Model):
+    """A number over seeds: mean, 95% Student-t interval (None with one seed), and each seed's."""
+
+    label: str
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+    per_seed: dict[str, float]  # seed -> value (claim 2's figures: trial name -> value)
+
+
+class Ours(_Model):
+    metric: str
+    a: Figure
+    b: Figure
+    difference: Figure  # a - b, paired by seed (claim 2: by trial)
+    epochs: int
+    speed: Figure | None = None  # claim 2: training-form / fused forward time, per trial
+
+
+class Paper(_Model):
+    figure: str | None
+    source: str
+    epochs: int | None
+
+
+class ClaimRecord(_Model):
+    id: str
+    section: str
+    claim: str
+    paper: Paper | None
+    ours: Ours | None
+    verdict: Literal["held", "not held", "inconclusive"]
+    rule: str
+    reason: str
+
+
+class ClaimsFile(_Model):
+    kind: Literal["skelray-study-claims"] = KIND
+    schema_version: int = SCHEMA_VERSION
+    study: str
+    size: str
+    claims: list[ClaimRecord]
+
+
+CLAIMS_SCHEMA: dict[str, Any] = ClaimsFile.model_json_schema()
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every trial's row of a sweep folder, read from its trial folders (nothing written)."""
+    sweep = Location.parse(str(sweep_dir))
+    if not sweep.is_dir():
+        return []
+    state = sweep_state(sweep)
+    return [trial_row(run, trial, metric=state.metric, mode=state.mode, epochs_total=None, scope=state.scope)[0]
+            for run, trial in trial_dirs(sweep)]
+
+
+def _matches(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    return all(row.get(f"config.{path}") == value for path, value in where.items())
+
+
+def _seed(row: Mapping[str, Any]) -> str:
+    return str(row.get(SEED))
+
+
+def side_values(sel: Selector, sweep_dir: Path, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Seed -> the selector's number (test top-1) for every seed whose trials have finished."""
+    picked = [r for r in rows if _matches(r, sel.where) and r.get("status") in FINISHED]
+    by_seed: dict[str, list[dict[str, Any]]] = {}
+    for r in picked:
+        by_seed.setdefault(_seed(r), []).append(r)
+    if sel.ensemble is None:
+        out = {}
+        for seed, members in by_seed.items():
+            if len(members) > 1:
+                raise ConfigError(f"picks {len(members)} trials of seed {seed} in sweep '{sel.sweep}'",
+                                  where=f"selector {sel.name()}",
+                                  fix="add the searched paths that tell them apart to where:")
+            value = members[0].get(TEST_TOP1)
+            if value is not None and not math.isnan(value):
+                out[seed] = float(value)
+        return out
+    from skelray.ensemble import build_ensemble, ensemble_of
+
+    if not sweep_state(Location.parse(str(sweep_dir))).finished:
+        return {}  # members are chosen among a seed's trials: only once all have run
+    out = {}
+    for seed, members in by_seed.items():
+        keys = {f"{r['run']}/{r['trial_name']}": str(r.get(f"config.{sel.member_by}")) for r in members}
+        if sel.ensemble == "fixed":
+            assert sel.weights is not None
+            if set(keys.values()) != set(sel.weights):
+                continue  # a member is missing (errored): no figure for this seed
+            spec = ensemble_of(sweep_dir, {k: sel.weights[v] for k, v in keys.items()})
+        else:
+            spec = build_ensemble(sweep_dir, pool=set(keys))
+        if spec.ensemble.test_top1 is not None:
+            out[seed] = float(spec.ensemble.test_top1)
+    return out
+
+
+def _figure(label: str, values: Mapping[str, float]) -> Figure:
+    if not values:
+        return Figure(label=label, mean=None, low=None, high=None, n=0, per_seed={})
+    iv = interval(list(values.values()))
+    return Figure(label=label, mean=iv.mean, low=iv.low, high=iv.high, n=iv.n, per_seed=dict(values))
+
+
+def _paper(c: ClaimSpec) -> Paper | None:
+    return Paper(figure=c.paper.figure, source=c.paper.source, epochs=c.paper.epochs) if c.paper else None
+
+
+def _inconclusive(c: ClaimSpec, reason: str) -> ClaimRecord:
+    return ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=None,
+                       verdict=INCONCLUSIVE, rule="-", reason=reason)
+
+
+def evaluate(study: StudySpec, size: str, run_dir: Path) -> ClaimsFile:
+    """Every claim's record, from what has finished in ``run_dir``'s sweeps."""
+    runs = {c.id for c in study.runs(size)}
+    epochs = study.sizes[size].epochs
+    rows = {name: sweep_rows(run_dir / "sweeps" / name) for name in study.sweeps_for(size)}
+    out = []
+    for c in study.claims:
+        if not c.sweeps():
+            out.append(_inconclusive(c, NOT_RUN))
+            continue
+        if c.id not in runs:
+            out.append(_inconclusive(c, f"not run at size {size}: the size runs "
+                                     f"{', '.join(sorted(runs)) or 'no claim'}; run a size that includes it"))
+            continue
+        if c.check is not None:
+            out.append(_fusion_record(c, {s: (run_dir / "sweeps" / s, rows[s]) for s in c.check.sweeps}, epochs))
+            continue
+        t = c.test
+        assert t is not None
+        a = side_values(t.a, run_dir / "sweeps" / t.a.sweep, rows[t.a.sweep])
+        b = side_values(t.b, run_dir / "sweeps" / t.b.sweep, rows[t.b.sweep])
+        paired = sorted(set(a) & set(b))
+        diffs = {s: a[s] - b[s] for s in paired}
+        decision, _ = decide(t.rule, list(diffs.values()), by=t.by, within=t.within, epochs=epochs,
+                             paper_epochs=c.paper.epochs if c.paper else None)
+        reason = decision.reason
+        if not paired:
+            reason = (f"no seed has finished both sides yet ({t.a.name()}: {len(a)} seeds, "
+                      f"{t.b.name()}: {len(b)}); resume the study")
+        ours = Ours(metric="test top-1 (fraction), at each trial's chosen checkpoint",
+                    a=_figure(t.a.name(), a), b=_figure(t.b.name(), b),
+                    difference=_figure("a - b", diffs), epochs=epochs)
+        out.append(ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=ours,
+                               verdict=decision.verdict, rule=decision.rule, reason=reason))
+    return ClaimsFile(study=study.name, size=size, claims=out)
+
+
+FUSION_RULE = ("fused vs training form on each finished trial's test split: not held if any trial's test "
+               "top-1 differs, or the speed-up interval (training / fused forward time, 95% t over trials) "
+               "is below 1; held if none differs and the interval is above 1; else inconclusive")
+
+
+def _fusion_record(c: ClaimSpec, sweeps: Mapping[str, tuple[Path, list[dict[str, Any]]]], epochs: int) -> ClaimRecord:
+    from skelray.study.reparam import check_trial
+
+    cache: dict[str, object] = {}
+    checks = []
+    for folder, rows in sweeps.values():
+        for r in rows:
+            if r.get("status") in FINISHED and r.get("best_checkpoint"):
+                trial = folder / r["run"] / r["trial_name"]
+                found = check_trial(trial, trial / r["best_checkpoint"], cache)
+                if found is not None:
+                    checks.append(found)
+    fused = {f.trial: f.fused_top1 for f in checks}
+    trained = {f.trial: f.training_top1 for f in checks}
+    ours = Ours(metric="test top-1 (fraction), fused and training form of each trial's chosen checkpoint",
+                a=_figure("fused", fused), b=_figure("training form", trained),
+                difference=_figure("fused - training", {k: fused[k] - trained[k] for k in fused}), epochs=epochs,
+                speed=_figure("training / fused forward time", {f.trial: f.speedup for f in checks}))
+    worst = max((abs(f.fused_top1 - f.training_top1), f.trial) for f in checks) if checks else (0.0, "")
+    logit = max((f.max_logit_diff for f in checks), default=0.0)
+    sp = ours.speed
+    assert sp is not None
+    if not checks:
+        verdict, reason = INCONCLUSIVE, "no finished dense trial with a test split yet; resume the study"
+    elif worst[0] > 0:
+        verdict, reason = "not held", f"trial {worst[1]}: fused test top-1 differs by {100 * worst[0]:.2f} points"
+    elif sp.low is None or sp.high is None:
+        verdict, reason = INCONCLUSIVE, "top-1 equal on the 1 trial; a speed interval needs 2 or more trials"
+    else:
+        span = (f"top-1 equal on all {len(checks)} trials (largest logit difference {logit:.2g}); speed-up "
+                f"{sp.mean:.2f}x [{sp.low:.2f}, {sp.high:.2f}]")
+        verdict = "held" if sp.low > 1 else "not held" if sp.high < 1 else INCONCLUSIVE
+        reason = span
+    return ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=ours, verdict=verdict,
+                       rule=FUSION_RULE, reason=reason)

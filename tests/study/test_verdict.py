@@ -1,0 +1,91 @@
+"""Verdict rules and the study file's checks: pure functions, no Ray."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from skelray.errors import ConfigError
+from skelray.study.claims import CLAIMS_SCHEMA, ClaimRecord, ClaimsFile
+from skelray.study.spec import load_study
+from skelray.study.verdict import HELD, INCONCLUSIVE, NOT_HELD, decide
+
+STUDY = Path(__file__).resolve().parents[2] / "studies" / "nw_ucla.yaml"
+
+
+@pytest.mark.parametrize(("diffs", "by", "verdict"), [
+    ([0.030, 0.034, 0.031], 0.004, HELD),  # clearly better, the claimed gain inside the interval
+    ([0.0, 0.001, -0.001], 0.004, NOT_HELD),  # the interval's top is below the claimed gain
+    ([0.0, 0.0], 0.004, NOT_HELD),  # no spread at all: [0, 0] excludes 0.4 points
+    ([-0.05, 0.06, 0.01], 0.004, INCONCLUSIVE),  # holds both 0 and the claim
+    ([0.05], 0.004, INCONCLUSIVE),  # one seed: no interval
+])
+def test_better(diffs: list[float], by: float, verdict: str) -> None:
+    decision, _ = decide("better", diffs, by=by)
+    assert decision.verdict == verdict, decision.reason
+
+
+@pytest.mark.parametrize(("diffs", "verdict"), [
+    ([0.001, -0.002, 0.0], HELD),
+    ([0.10, 0.12, 0.11], NOT_HELD),
+    ([0.0, 0.03, -0.02], INCONCLUSIVE),
+])
+def test_equivalent(diffs: list[float], verdict: str) -> None:
+    assert decide("equivalent", diffs, within=0.01)[0].verdict == verdict
+
+
+def test_fewer_epochs_than_the_paper_make_a_verdict_inconclusive_and_say_why() -> None:
+    decision, iv = decide("better", [0.030, 0.034, 0.031], by=0.004, epochs=10, paper_epochs=110)
+    assert decision.verdict == INCONCLUSIVE
+    assert "10 epochs" in decision.reason and "110" in decision.reason and "'held'" in decision.reason
+    assert iv is not None and iv.n == 3 and iv.low is not None and iv.low > 0
+    few = decide("better", [0.03], by=0.004)[0]
+    assert "needs 2 or more" in few.reason
+
+
+def test_the_study_file_loads_and_every_size_names_its_sweeps() -> None:
+    study = load_study(STUDY)
+    assert set(study.sizes) == {"smoke", "laptop", "full"}
+    assert study.sweeps_for("smoke") == ["pa", "pa_lr", "streams"]
+    assert "pa_official" in study.sweeps_for("full")
+    spec = study.sweep_spec("pa_lr", "smoke", "/tmp/x")
+    assert spec.data.format == "synthetic" and spec.train.epochs == 2 and spec.seeds == 2
+    assert spec.model.kwargs["pa_noise"] == 0.0 and spec.wandb.mode == "disabled"
+
+
+@pytest.mark.parametrize(("edit", "where"), [
+    (lambda raw: raw["claims"][0]["test"]["a"].update(sweep="nope"), "sweep 'nope'"),
+    (lambda raw: raw["sizes"]["smoke"].update(claims=["nope"]), "sizes.smoke.claims"),
+    (lambda raw: raw["sizes"]["smoke"].update(seeds=0), "sizes.smoke.seeds"),
+    (lambda raw: raw["sweeps"]["pa"].update(search={"model.kwargs.pa_count": {"grd": [1]}}), "sweeps.pa"),
+    (lambda raw: raw["claims"][-1].update(id=raw["claims"][0]["id"]), "used twice"),
+])
+def test_a_bad_study_names_the_field(edit, where: str) -> None:
+    raw = copy.deepcopy(yaml.safe_load(STUDY.read_text()))
+    edit(raw)
+    with pytest.raises(ConfigError, match=where):
+        load_study(raw)
+
+
+def test_the_claims_schema_accepts_a_record_and_refuses_an_unknown_verdict() -> None:
+    rec = ClaimRecord(id="x", section="s", claim="c", paper=None, ours=None, verdict="inconclusive",
+                      rule="-", reason="not run by this version")
+    doc = ClaimsFile(study="s", size="smoke", claims=[rec]).model_dump(mode="json")
+    jsonschema.validate(doc, CLAIMS_SCHEMA)
+    doc["claims"][0]["verdict"] = "probably"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, CLAIMS_SCHEMA)
+
+
+def test_a_missing_data_folder_stops_the_run_before_anything_is_written(tmp_path) -> None:
+    from skelray.study.runner import run_study
+
+    with pytest.raises(ConfigError, match=r"sweeps.pa at size laptop \(sweep: data.path\)"):
+        run_study(STUDY, "laptop", data=str(tmp_path / "nowhere"), storage=str(tmp_path / "runs"))
+    with pytest.raises(ConfigError, match="--size"):
+        run_study(STUDY, "huge", storage=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
