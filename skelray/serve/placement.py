@@ -71,6 +71,10 @@ def _describe(a: Ask) -> str:
     return f"{a.cpus:g} CPU" + (f" and {a.gpus:g} GPU" if a.gpus else "")
 
 
+def _breakdown(wanted: list[Ask]) -> str:
+    return ", ".join(f"{a.deployment} {a.replicas * a.cpus:g}" for a in wanted)
+
+
 def _share(nodes_cpus: float, wanted: list[Ask]) -> float:
     """CPUs per member replica that fit ``nodes_cpus`` beside the routing deployments."""
     fixed = sum(a.replicas * a.cpus for a in wanted if not a.member)
@@ -106,8 +110,8 @@ def check_fits(plans: list[DeploymentPlan], manifest: Manifest, nodes: list[Node
                        if share >= MIN_SHARE else "serve fewer replicas, or add nodes to the cluster")
                 raise ConfigError(
                     f"deployment {a.deployment} ({a.replicas} x {_describe(a)}) does not fit beside the rest "
-                    f"of the plan: it asks {total:g} CPU in all, the cluster has {have:g} on {len(nodes)} "
-                    f"node(s), the largest {big_cpu:g}", where="--num-cpus", fix=fix)
+                    f"of the plan: it asks {total:g} CPU in all ({_breakdown(wanted)}), the cluster has "
+                    f"{have:g} on {len(nodes)} node(s), the largest {big_cpu:g}", where="--num-cpus", fix=fix)
             node[0] -= a.cpus
             node[1] -= a.gpus
 

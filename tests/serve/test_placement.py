@@ -1,0 +1,119 @@
+"""Serving never hangs silently: a plan is fitted to the local node, refused on a cluster too
+small for it (naming the deployment, what it asks, the largest node, the flag), and a
+deployment that fails to start ends `skelray serve` with its name and Ray's reason.
+
+The arithmetic is checked without Ray; then a real one-CPU Ray cluster (``ray.cluster_utils``)
+is given plans it cannot hold and a bundle whose replicas cannot load, through the real CLI.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from typer.testing import CliRunner
+
+from skelray.cli import app as cli
+from skelray.errors import ConfigError
+from skelray.export import read_manifest
+from skelray.serve import ServeArgs, plan
+from skelray.serve.placement import Node, ServeStartError, asks, check_fits, fit_to_node
+
+
+def _args(bundle: Path, **kw) -> ServeArgs:
+    return ServeArgs.parse({"bundle": str(bundle), **kw})
+
+
+def test_the_fused_default_fits_a_two_core_node_as_it_is(bundle):
+    args = _args(bundle)
+    fitted, note = fit_to_node(args, read_manifest(bundle), Node(cpus=2, gpus=0))
+    assert fitted == args and note is None
+
+
+def test_a_per_member_plan_too_big_for_the_local_node_is_shared_out(bundle):
+    manifest = read_manifest(bundle)
+    args = _args(bundle, graph="per-member", replicas=2)  # 2 members x 2 replicas x 1 CPU + 0.3
+    fitted, note = fit_to_node(args, manifest, Node(cpus=2, gpus=0))
+    assert fitted.num_cpus == pytest.approx(0.42)  # (2 - 3 x 0.1) / 4, rounded down
+    assert "asked for 4.3" in note and "4 model replica(s) gets 0.42 CPU and 1 torch thread" in note
+    wanted = asks(plan(fitted, manifest), {m.name for m in manifest.members})
+    assert sum(a.replicas * a.cpus for a in wanted) <= 2
+    check_fits(plan(fitted, manifest), manifest, [Node(2, 0)])  # and it fits
+
+
+def test_a_replica_larger_than_any_node_is_refused_naming_deployment_and_flag(bundle):
+    manifest = read_manifest(bundle)
+    with pytest.raises(ConfigError) as info:
+        check_fits(plan(_args(bundle, num_cpus=4), manifest), manifest, [Node(2, 0), Node(1, 0)])
+    text = str(info.value)
+    assert text.startswith("--num-cpus: deployment Ingress asks 4 CPU per replica; the largest node has 2 CPU")
+    assert "pass --num-cpus 2 or less" in text
+    with pytest.raises(ConfigError, match="--num-gpus: deployment Ingress asks 1 CPU and 1 GPU.*"
+                                          "pass --num-gpus 0 or less"):
+        fit_to_node(_args(bundle, graph="fused", num_gpus=1), manifest, Node(2, 0))
+
+
+def test_a_plan_that_fits_no_node_set_in_all_says_what_to_share(bundle):
+    manifest = read_manifest(bundle)
+    member = manifest.members[0].name
+    # The members take both nodes whole: the routing deployment placed after them is left out.
+    with pytest.raises(ConfigError, match=r"deployment Ingress \(1 x 0.1 CPU\) does not fit beside the rest.*"
+                                          rf"asks 2.3 CPU in all \(Ingress 0.1, .*{member} 1, .*\), "
+                                          r"the cluster has 2 on 2 node.*pass --num-cpus 0.85"):
+        check_fits(plan(_args(bundle, graph="per-member"), manifest), manifest, [Node(1, 0), Node(1, 0)])
+
+
+# -- a real Ray cluster that is too small --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_cluster():
+    c = Cluster(initialize_head=True, connect=False,
+                head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 150 * 2**20})
+    yield c
+    if ray.is_initialized():
+        ray.shutdown()
+    c.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_cluster_too_small_for_the_plan_gets_the_clear_error_within_a_minute(small_cluster, bundle):
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["serve", str(bundle), "--address", small_cluster.address, "--num-cpus",
+                                      "2", "--port", str(_free_port())], env={"COLUMNS": "200"})
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "deployment Ingress asks 2 CPU per replica; the largest node has 1 CPU" in str(result.exception)
+    assert "--num-cpus 1 or less" in str(result.exception)
+    result = CliRunner().invoke(cli, ["serve", str(bundle), "--address", small_cluster.address, "--graph",
+                                      "per-member", "--port", str(_free_port())], env={"COLUMNS": "200"})
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "does not fit beside the rest of the plan" in str(result.exception)
+    assert "pass --num-cpus 0.35" in str(result.exception)
+    assert time.monotonic() - started < 60
+    assert not ray.is_initialized()  # the CLI let go of the cluster
+
+
+def test_a_deployment_that_cannot_start_ends_serve_with_its_name_and_rays_reason(small_cluster, bundle,
+                                                                                  tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    weights = broken / read_manifest(broken).members[1].weights_file
+    weights.write_bytes(weights.read_bytes()[:-8])  # truncated after export: the replica refuses it
+    result = CliRunner().invoke(cli, ["serve", str(broken), "--address", small_cluster.address,
+                                      "--port", str(_free_port()), "--start-timeout-s", "120"],
+                                env={"COLUMNS": "200"})
+    assert isinstance(result.exception, ServeStartError), result.output
+    text = str(result.exception)
+    assert "application skelray is DEPLOY_FAILED" in text
+    assert "deployment Ingress is DEPLOY_FAILED" in text and "does not match the manifest's sha256" in text
+    assert "Ingress: UPDATING" in result.output  # the states were reported while it tried
