@@ -117,3 +117,71 @@ def test_a_deployment_that_cannot_start_ends_serve_with_its_name_and_rays_reason
     assert "application skelray is DEPLOY_FAILED" in text
     assert "deployment Ingress is DEPLOY_FAILED" in text and "does not match the manifest's sha256" in text
     assert "Ingress: UPDATING" in result.output  # the states were reported while it tried
+
+
+# -- `skelray serve` as a user runs it: a 3-member bundle on this machine ------------------------
+
+@pytest.mark.parametrize("flags", [
+    pytest.param([], id="no-flags"),
+    # The plan that hung before: 3 members x 1 CPU + 0.3 on a 2-CPU node, now shared out.
+    pytest.param(["--graph", "per-member", "--local-cpus", "2"], id="per-member-on-2-cpus",
+                 marks=pytest.mark.slow),
+])
+def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_requests(
+        tmp_path_factory, flags):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    import numpy as np
+    from _demo import three_member_bundle
+
+    from skelray.data import synthetic
+    from skelray.export import load_bundle
+
+    path = three_member_bundle(tmp_path_factory.getbasetemp() / "skelray-demo")
+    port = _free_port()
+    skelray = Path(sys.executable).with_name("skelray")
+    proc = subprocess.Popen([str(skelray), "serve", str(path), "--port", str(port), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "not healthy within 240 s"
+            time.sleep(1)
+        health = httpx.get(f"{url}/healthz").json()
+        assert len(health["members"]) == 3 and set(health["members"].values()) == {"ok"}
+        clip = synthetic(4, 1, "kinect_v1_20", 20, seed=3).sequences[0].keypoints
+        r = httpx.post(f"{url}/v1/predict?top_k=2", json={"keypoints": clip.tolist()}, timeout=60)
+        assert r.status_code == 200, r.text
+        offline = load_bundle(path).predict([clip])["probabilities"][0]
+        np.testing.assert_allclose(r.json()["predictions"][0]["probabilities"], offline, rtol=1e-4, atol=1e-6)
+        for body, ctype, status in [(b"{", "application/json", 400),
+                                    (json.dumps({"keypoints": clip[:, :, :3].tolist()}).encode(),
+                                     "application/json", 422),
+                                    (b"x", "text/plain", 415)]:
+            r = httpx.post(f"{url}/v1/predict", content=body, headers={"content-type": ctype}, timeout=60)
+            assert r.status_code == status, r.text
+            assert r.json()["error"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "Ingress: HEALTHY" in out  # each deployment's state was reported while starting
+    if flags:
+        assert "gets 0.56 CPU and 1 torch thread" in out
+    assert "stopping" in out
