@@ -98,7 +98,7 @@ _REPLICAS = typer.Option(None, "--replicas", help="Replicas per member [default:
 _BATCH = typer.Option(None, "--max-batch-size",
                       help="Clips per batched forward pass; 1: no batching [default: 16].")
 _WAIT = typer.Option(None, "--batch-wait-ms",
-                     help="How long a partial batch waits for more clips [default: 5].")
+                     help="How long a partial batch waits for more clips [default: 1].")
 _CPUS = typer.Option(None, "--num-cpus",
                      help="CPUs per model replica (a member, or the fused one); also its torch threads "
                      "[default: 1, shared out when the local node has fewer].")

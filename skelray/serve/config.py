@@ -76,7 +76,9 @@ class ServeArgs(BaseModel):
     num_cpus: float = Field(1.0, ge=0)  # CPUs per member (or fused) replica; its torch threads
     num_gpus: float = Field(0.0, ge=0)  # GPUs per member replica; a replica with one runs on CUDA
     max_batch_size: int = Field(16, ge=1)  # @serve.batch: clips per forward pass; 1 turns batching off
-    batch_wait_ms: float = Field(5.0, ge=0)  # @serve.batch: how long a partial batch waits for more
+    # @serve.batch: how long a partial batch waits for more. Short, because under load clips queue
+    # up while the previous batch runs anyway; a lone request pays this wait in full.
+    batch_wait_ms: float = Field(1.0, ge=0)
     members: dict[str, MemberOptions] = Field(default_factory=dict)  # per-member overrides by name
     frontend_replicas: int = Field(1, ge=1)  # per-member graph: replicas of Ingress, Preprocess, Ensemble
     frontend_cpus: float = Field(FRONTEND_CPUS, ge=0)

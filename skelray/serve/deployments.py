@@ -1,5 +1,7 @@
-"""The deployments behind the HTTP ingress: Preprocess -> members -> Ensemble.
+"""The per-member graph behind the HTTP ingress: Preprocess -> members -> Ensemble.
 
+Chosen with ``graph: per-member`` (``--graph per-member``), or by ``auto`` when members need
+GPUs or settings of their own; the default fused graph needs none of these (``ingress.py``).
 ``Ingress`` (FastAPI, in ``ingress.py``) checks the request and hands the clips to
 ``Preprocess``, which builds every stream the members need (``skelray.data.Preprocess``, the
 code training used); its result goes straight on to ``Ensemble`` (Serve passes the response
@@ -35,7 +37,7 @@ class Member:
         manifest, models, self.device = load_members(bundle, [name], verify=verify_weights)
         self.spec = next(m for m in manifest.members if m.name == name)
         self.model = models[name]
-        self.forwards = 0
+        self.forwards = self.clips = 0  # batched forward passes, and the clips they held
         clip = probe_clip(manifest, name)
         self.watchdog = Watchdog(name, lambda: self._run(clip), manifest.num_classes)
 
@@ -50,6 +52,7 @@ class Member:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         self.forwards += 1
+        self.clips += len(clips)
         batch = self.watchdog.started()
         try:
             # In a worker thread, so the replica keeps queueing the next batch meanwhile.
@@ -59,7 +62,8 @@ class Member:
         return list(out)
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "forwards": self.forwards, "pid": os.getpid(), "device": self.device}
+        return {"name": self.spec.name, "forwards": self.forwards, "clips": self.clips, "pid": os.getpid(),
+                "device": self.device}
 
     async def check_health(self) -> None:
         """Serve calls this every ``health_check_period_s``; raising gets the replica replaced.

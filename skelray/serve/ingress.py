@@ -114,7 +114,8 @@ class Ingress:
 
     def stats(self) -> dict[str, Any]:
         """Fused graph: how many batched forward passes ran (what the batching test counts)."""
-        return {"forwards": self.fused.forwards if self.fused else None, "pid": os.getpid()}
+        return {"forwards": self.fused.forwards if self.fused else None,
+                "clips": self.fused.clips if self.fused else None, "pid": os.getpid()}
 
     async def check_health(self) -> None:
         """Serve calls this every ``health_check_period_s``; raising gets the replica replaced.

@@ -70,7 +70,8 @@ def replica_device() -> tuple[str, int]:
     import ray
     import torch
 
-    resources = ray.get_runtime_context().get_assigned_resources()
+    # Outside a Ray worker (a test, a script) there is nothing assigned: one CPU.
+    resources = ray.get_runtime_context().get_assigned_resources() if ray.is_initialized() else {}
     threads = max(1, int(resources.get("CPU", 1)))
     torch.set_num_threads(threads)
     device = "cuda" if resources.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
@@ -115,7 +116,7 @@ class FusedEnsemble:
         self.preprocessors = self.plan.preprocessors()
         self.names = [m.name for m in self.manifest.members]
         self.weights = [m.weight for m in self.manifest.members]
-        self.forwards = 0
+        self.forwards = self.clips = 0  # batched forward passes, and the clips they held
         self.watchdogs = {n: Watchdog(n, self._probe(n), self.manifest.num_classes) for n in self.names}
 
     def _probe(self, name: str) -> Callable[[], np.ndarray]:
@@ -125,6 +126,7 @@ class FusedEnsemble:
     def logits(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """``(N, classes)`` ensemble logits of raw clips, as ``Bundle.logits`` computes them."""
         self.forwards += 1
+        self.clips += len(clips)
         batches = [w.started() for w in self.watchdogs.values()]
         try:
             streams = run_streams(self.preprocessors, clips)
