@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import numpy as np
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve

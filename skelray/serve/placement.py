@@ -21,6 +21,7 @@ from skelray.errors import ConfigError, SkelrayError
 from skelray.export.manifest import Manifest
 from skelray.serve.config import DeploymentPlan, ServeArgs, plan
 
+
 class ServeStartError(SkelrayError):
     """The application did not reach RUNNING: a deployment failed, or is still not up."""
 
