@@ -47,7 +47,7 @@ def test_the_default_graph_is_fused_unless_gpus_or_member_settings_ask_for_per_m
     assert [p.name for p in fused] == ["Ingress"]
     (ingress,) = fused
     assert ingress.options["ray_actor_options"] == {"num_cpus": 0.5}
-    assert ingress.options["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+    assert ingress.options["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.001}
     assert ingress.options["max_ongoing_requests"] >= 2 * 8  # admits a batch filling and one running
     names = {m.name for m in manifest.members}
     for extra in ({"num_gpus": 1}, {"members": {manifest.members[0].name: {"replicas": 2}}},
