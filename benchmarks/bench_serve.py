@@ -14,7 +14,8 @@ one torch thread, the thread count each model replica gets here (the best of its
 of the one-clip calls the fastest median, so the ratios never flatter the endpoint). The second table splits the median request at
 concurrency 1 into where its time goes: HTTP client and Serve's proxy (the client's latency
 minus the ``latency_ms`` the ingress reports), the replica's own work beyond the model (parsing,
-batching wait, the graph's hops), and the model in-process.
+batching wait, the graph's hops), and the model in-process; ``GET /v1/models`` (no model, no
+body) is the floor any request pays for the HTTP client, the proxy and the ingress.
 The client runs on the same machine: on two cores it takes CPU from the server, so absolute
 figures are pessimistic; the ratios are what to read. Without ``--bundle`` the demo sweep is
 trained and exported first (about a minute).
@@ -118,6 +119,19 @@ class InProcess:
         return statistics.median(single)
 
 
+async def get_p50(url: str, n: int) -> float:
+    """Median ms of ``GET url`` one at a time: the HTTP client and Serve's proxy with no model."""
+    import httpx
+
+    lat = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(n):
+            start = time.perf_counter()
+            (await client.get(url)).raise_for_status()
+            lat.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(lat)
+
+
 def batch_counts(graph: str, member: str) -> tuple[int, int]:
     """(forward passes, clips) so far of the fused replica, or of the first member's replica."""
     from ray import serve
@@ -174,6 +188,7 @@ def main() -> None:
         results: dict[tuple[str, int], dict[str, list]] = {}
         model = InProcess(Path(bundle), clips)
         local: dict[int, float] = {}
+        floor: dict[str, float] = {}  # GET /v1/models p50 per graph
         seconds = 1.0 if opts.quick else 2.0
         single_ms = model.one_clip_ms(20)
         for c in CONCURRENCY:
@@ -196,6 +211,9 @@ def main() -> None:
                 local[c] = max(local.get(c, 0.0), model.clips_per_s(c, seconds))
                 if c == 1:
                     single_ms = min(single_ms, model.one_clip_ms(20))
+                    for g in GRAPHS:
+                        floor[g] = min(floor.get(g, 1e9),
+                                       asyncio.run(get_p50(urls[g].replace("/predict", "/models"), 40)))
         serve.shutdown()
     finally:
         ray.shutdown()
@@ -222,12 +240,12 @@ def main() -> None:
                           f"{rps('fused', c) / rps('per-member', c):.2f}x" if g == "fused" else "")
     console.print(table)
     hops = Table(title="where the median request's time goes at concurrency 1 (ms)")
-    for col in ("graph", "client p50", "HTTP client + proxy", "replica beyond the model",
+    for col in ("graph", "client p50", "HTTP client + proxy", "GET /v1/models p50", "replica beyond the model",
                 "model in-process", "added by serving (p50 - in-process)"):
         hops.add_column(col, justify="right")
     for g in GRAPHS:
         client, server = percentile(results[(g, 1)]["lat"], 50), percentile(results[(g, 1)]["server"], 50)
-        hops.add_row(g, f"{client:.1f}", f"{client - server:.1f}", f"{server - single_ms:.1f}",
+        hops.add_row(g, f"{client:.1f}", f"{client - server:.1f}", f"{floor[g]:.1f}", f"{server - single_ms:.1f}",
                      f"{single_ms:.1f}", f"{client - single_ms:.1f}")
     console.print(hops)
 
