@@ -94,7 +94,8 @@ _BUNDLE = typer.Argument(..., help="The bundle folder `skelray export -o` wrote.
 _CONFIG = typer.Option(None, "--config",
                        help="YAML of serve settings (skelray.serve.ServeArgs fields: per-member "
                        "replicas, autoscaling, CPUs/GPUs, batching, limits); flags override it.")
-_REPLICAS = typer.Option(None, "--replicas", help="Replicas per member [default: 1].")
+_REPLICAS = typer.Option(None, "--replicas",
+                         help="Replicas of each model deployment (each member, or the fused one) [default: 1].")
 _BATCH = typer.Option(None, "--max-batch-size",
                       help="Clips per batched forward pass; 1: no batching [default: 16].")
 _WAIT = typer.Option(None, "--batch-wait-ms",
