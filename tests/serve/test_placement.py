@@ -185,3 +185,30 @@ def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_re
     if flags:
         assert "gets 0.56 CPU and 1 torch thread" in out
     assert "stopping" in out
+
+
+def test_a_deployment_still_not_running_after_the_timeout_is_named(small_cluster):
+    from ray import serve
+
+    from skelray.serve.placement import wait_until_running
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0, "resources": {"no-such-node-resource": 1}})
+    class Stuck:
+        def __call__(self) -> str:
+            return "never"
+
+    ray.init(address=small_cluster.address, logging_level="WARNING", log_to_driver=False)
+    lines: list[str] = []
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+        serve.run_many([serve.RunTarget(Stuck.bind(), name="stuck", route_prefix=None)],
+                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        started = time.monotonic()
+        with pytest.raises(ServeStartError, match=r"application stuck is still DEPLOYING after 4 s; "
+                                                  r"deployment Stuck is UPDATING"):
+            wait_until_running("stuck", 4, lines.append)
+        assert time.monotonic() - started < 30
+        assert any(line.startswith("Stuck: UPDATING") for line in lines), lines
+    finally:
+        serve.shutdown()
+        ray.shutdown()
