@@ -1,18 +1,24 @@
-"""The Serve graph's throughput and latency over loopback HTTP, measured side by side in one run.
+"""The serving path's cost over loopback HTTP: both graphs and the in-process ensemble, in one run.
 
-    .venv/bin/python benchmarks/bench_serve.py --quick           # about 2 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_serve.py --quick           # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/bench_serve.py --bundle BUNDLE   # your own bundle
 
-Two copies of the application serve the same bundle at once: one with dynamic batching
-(``@serve.batch``, up to 32 clips, 5 ms wait), one without (batches of one). At concurrency 1,
-8 and 32 each gets the same bounded number of one-clip JSON requests, in alternating rounds so
-drifting load on a shared machine hits both alike; the table gives requests/s, p50 and p99
-latency, and the batching on/off ratio. Then the endpoint is compared with the in-process
-ensemble (``Bundle.predict``: preprocessing, the fused members, weighted logits) at batch
-sizes equal to those concurrency levels, with one torch thread, the thread count each member
-replica gets. The client runs on the same machine: on two cores it takes CPU from the server,
-so the absolute figures are pessimistic; the ratios are what to read.
-Without ``--bundle`` the demo sweep is trained and exported first (about a minute).
+Two applications serve the same bundle at once: the default ``fused`` graph (the ingress
+replica batches clips and runs every member: one hop) and the ``per-member`` graph (Ingress ->
+Preprocess -> one deployment per member -> Ensemble). At concurrency 1, 8, 32 and 64 each gets
+the same bounded number of one-clip JSON requests, in alternating rounds so drifting load on a
+shared machine hits both alike; the table gives requests/s, p50 and p99 latency and failed
+requests. The in-process ensemble (``Bundle.predict``: preprocessing, the fused members,
+weighted logits) runs between those rounds at batch sizes equal to the concurrency levels with
+one torch thread, the thread count each model replica gets here (the best of its rounds, and
+of the one-clip calls the fastest median, so the ratios never flatter the endpoint). The second table splits the median request at
+concurrency 1 into where its time goes: HTTP client and Serve's proxy (the client's latency
+minus the ``latency_ms`` the ingress reports), the replica's own work beyond the model (parsing,
+batching wait, the graph's hops), and the model in-process; ``GET /v1/models`` (no model, no
+body) is the floor any request pays for the HTTP client, the proxy and the ingress.
+The client runs on the same machine: on two cores it takes CPU from the server, so absolute
+figures are pessimistic; the ratios are what to read. Without ``--bundle`` the demo sweep is
+trained and exported first (about a minute).
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-CONCURRENCY = (1, 8, 32)
-console = Console(width=150)
+CONCURRENCY = (1, 8, 32, 64)
+GRAPHS = ("fused", "per-member")
+console = Console(width=160)
 
 
 def free_port() -> int:
@@ -43,17 +50,19 @@ def free_port() -> int:
 
 
 def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
-    """Send every body with ``concurrency`` requests in flight; (wall seconds, latencies in ms)."""
+async def load(url: str, bodies: list[bytes], concurrency: int) -> dict[str, list[float] | float | int]:
+    """Send every body with ``concurrency`` requests in flight: wall seconds, client latencies
+    and server-reported latencies (ms) of the answered ones, and the count that failed."""
     import httpx
 
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
     latencies: list[float] = []
+    server: list[float] = []
     failures = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -61,46 +70,83 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, 
         while not queue.empty():
             body = queue.get_nowait()
             start = time.perf_counter()
-            r = await client.post(url, content=body, headers={"content-type": "application/json"})
+            try:
+                r = await client.post(url, content=body, headers={"content-type": "application/json"})
+            except httpx.HTTPError:
+                failures += 1
+                continue
+            if r.status_code != 200:
+                failures += 1
+                continue
             latencies.append((time.perf_counter() - start) * 1e3)
-            failures += r.status_code != 200
+            server.append(r.json()["latency_ms"])
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    if failures:
-        raise RuntimeError(f"{failures} of {len(bodies)} requests to {url} failed")
-    return wall, latencies
+    return {"wall": wall, "lat": latencies, "server": server, "failed": failures}
 
 
-def in_process(bundle_path: Path, clips: list[np.ndarray], batches: tuple[int, ...],
-               seconds: float) -> dict[int, float]:
-    """Clips per second of the in-process ensemble at each batch size, one torch thread."""
-    import torch
+class InProcess:
+    """The in-process ensemble with one torch thread: clips/s at a batch size, and the median ms
+    of a one-clip call. Measured between the endpoint's rounds, so drifting load hits both."""
 
-    from skelray.export import load_bundle
+    def __init__(self, bundle_path: Path, clips: list[np.ndarray]) -> None:
+        import torch
 
-    torch.set_num_threads(1)
-    bundle = load_bundle(bundle_path)
-    out = {}
-    for b in batches:
-        batch = [clips[i % len(clips)] for i in range(b)]
-        bundle.predict(batch)  # warm-up
+        from skelray.export import load_bundle
+
+        torch.set_num_threads(1)
+        self.bundle, self.clips = load_bundle(bundle_path), clips
+
+    def clips_per_s(self, b: int, seconds: float) -> float:
+        batch = [self.clips[i % len(self.clips)] for i in range(b)]
+        self.bundle.predict(batch)  # warm-up
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds or n < 3:
-            bundle.predict(batch)
+            self.bundle.predict(batch)
             n += 1
-        out[b] = n * b / (time.perf_counter() - start)
-    return out
+        return n * b / (time.perf_counter() - start)
+
+    def one_clip_ms(self, repeats: int) -> float:
+        single = []
+        for i in range(repeats):
+            start = time.perf_counter()
+            self.bundle.predict([self.clips[i % len(self.clips)]])
+            single.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(single)
+
+
+async def get_p50(url: str, n: int) -> float:
+    """Median ms of ``GET url`` one at a time: the HTTP client and Serve's proxy with no model."""
+    import httpx
+
+    lat = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(n):
+            start = time.perf_counter()
+            (await client.get(url)).raise_for_status()
+            lat.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(lat)
+
+
+def batch_counts(graph: str, member: str) -> tuple[int, int]:
+    """(forward passes, clips) so far of the fused replica, or of the first member's replica."""
+    from ray import serve
+
+    name = "Ingress" if graph == "fused" else member
+    stats = serve.get_deployment_handle(name, app_name=graph).stats.remote().result()
+    return stats["forwards"], stats["clips"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, help="bundle to serve (default: train and export the demo)")
     parser.add_argument("--quick", action="store_true", help="fewer requests: a smoke run")
-    parser.add_argument("--requests", type=int, help="requests per level and mode (default 96, quick 32)")
+    parser.add_argument("--requests", type=int,
+                        help="requests per level and graph, at least 2 x the concurrency (default 256, quick 128)")
     parser.add_argument("--frames", type=int, default=40,
                         help="frames per request clip (resampled by the model)")
     opts = parser.parse_args()
@@ -117,11 +163,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from _demo import demo_bundle
 
-    n_requests = opts.requests or (32 if opts.quick else 96)
+    base_requests = opts.requests or (128 if opts.quick else 256)
     rounds = 1 if opts.quick else 2
     cores = os.cpu_count() or 1
-    console.print(f"cores {cores}, load average {os.getloadavg()[0]:.1f} at start, {n_requests} requests "
-                  f"per level and mode in {rounds} round(s)")
+    load_start = os.getloadavg()[0]
     ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level="WARNING",
              log_to_driver=False)
     try:
@@ -129,51 +174,80 @@ def main() -> None:
         manifest = read_manifest(bundle)
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        # Both apps live at once; members reserve a quarter core each so both fit on two cores
-        # (a member replica still runs one torch thread, the figure compared in-process below).
-        common = {"bundle": str(bundle), "num_cpus": 0.25, "batch_wait_ms": 5}
-        for name, batch in (("on", 32), ("off", 1)):
-            serve.run(app({**common, "max_batch_size": batch}), name=name, route_prefix=f"/{name}")
-        layout = manifest.layout
-        clips = [s.keypoints[:, : opts.frames] for s in synthetic(manifest.num_classes, 8, layout,
-                                                                  opts.frames,
-                                                                  seed=1).sequences]
-        bodies = [json.dumps({"keypoints": clips[i % len(clips)].tolist()}).encode()
-                  for i in range(n_requests)]
-        urls = {m: f"http://127.0.0.1:{port}/{m}/v1/predict" for m in ("on", "off")}
+        # Both graphs live at once; model replicas reserve a quarter core each so both fit on two
+        # cores (each still runs one torch thread, the figure compared in-process below).
+        common = {"bundle": str(bundle), "num_cpus": 0.25}
+        for graph in GRAPHS:
+            serve.run(app({**common, "graph": graph}), name=graph, route_prefix=f"/{graph}")
+        clips = [s.keypoints[:, : opts.frames] for s in synthetic(manifest.num_classes, 8, manifest.layout,
+                                                                  opts.frames, seed=1).sequences]
+        urls = {g: f"http://127.0.0.1:{port}/{g}/v1/predict" for g in GRAPHS}
+        warm = [json.dumps({"keypoints": c.tolist()}).encode() for c in clips[:16]]
         for url in urls.values():  # warm-up: first requests pay for connections and lazy imports
-            asyncio.run(load(url, bodies[:8], 4))
-        results: dict[tuple[str, int], dict[str, list[float]]] = {}
+            asyncio.run(load(url, warm, 8))
+        results: dict[tuple[str, int], dict[str, list]] = {}
+        model = InProcess(Path(bundle), clips)
+        local: dict[int, float] = {}
+        floor: dict[str, float] = {}  # GET /v1/models p50 per graph
+        seconds = 1.0 if opts.quick else 2.0
+        single_ms = model.one_clip_ms(20)
         for c in CONCURRENCY:
+            n = max(base_requests, 2 * c)
+            bodies = [json.dumps({"keypoints": clips[i % len(clips)].tolist()}).encode() for i in range(n)]
             for r in range(rounds):
-                for m in (("on", "off") if r % 2 == 0 else ("off", "on")):
-                    wall, lat = asyncio.run(load(urls[m], bodies[r::rounds] if rounds > 1 else bodies, c))
-                    acc = results.setdefault((m, c), {"wall": [], "lat": [], "n": []})
-                    acc["wall"].append(wall)
-                    acc["lat"] += lat
-                    acc["n"].append(len(lat))
+                for g in (GRAPHS if r % 2 == 0 else GRAPHS[::-1]):
+                    before = batch_counts(g, manifest.members[0].name)
+                    got = asyncio.run(load(urls[g], bodies[r::rounds], c))
+                    after = batch_counts(g, manifest.members[0].name)
+                    acc = results.setdefault((g, c), {"wall": [], "lat": [], "server": [], "failed": [], "n": [],
+                                                      "forwards": [], "clips": []})
+                    acc["forwards"].append(after[0] - before[0])
+                    acc["clips"].append(after[1] - before[1])
+                    for key in ("lat", "server"):
+                        acc[key] += got[key]
+                    acc["wall"].append(got["wall"])
+                    acc["failed"].append(got["failed"])
+                    acc["n"].append(len(got["lat"]))
+                local[c] = max(local.get(c, 0.0), model.clips_per_s(c, seconds))
+                if c == 1:
+                    single_ms = min(single_ms, model.one_clip_ms(20))
+                    for g in GRAPHS:
+                        floor[g] = min(floor.get(g, 1e9),
+                                       asyncio.run(get_p50(urls[g].replace("/predict", "/models"), 40)))
         serve.shutdown()
     finally:
         ray.shutdown()
-    local = in_process(Path(bundle), clips, CONCURRENCY, seconds=1.0 if opts.quick else 3.0)
+    load_end = os.getloadavg()[0]
 
-    def rps(m: str, c: int) -> float:
-        return sum(results[(m, c)]["n"]) / sum(results[(m, c)]["wall"])
+    def rps(g: str, c: int) -> float:
+        return sum(results[(g, c)]["n"]) / sum(results[(g, c)]["wall"])
 
-    table = Table(title=f"Serve graph, {len(manifest.members)} member(s), "
-                        "one clip per request (loopback HTTP)")
-    for col in ("concurrency", "batching", "req/s", "p50 ms", "p99 ms", "on/off req/s",
-                "in-process clips/s (batch = conc.)", "endpoint / in-process"):
+    console.print(f"cores {cores}, load average {load_start:.1f} at start and {load_end:.1f} at end, "
+                  f"{base_requests} requests (at least 2 x concurrency) per level and graph in {rounds} round(s); "
+                  f"in-process one clip: {single_ms:.1f} ms (p50)")
+    table = Table(title=f"{len(manifest.members)} member(s), one clip per request, loopback HTTP")
+    for col in ("concurrency", "graph", "req/s", "p50 ms", "p99 ms", "failed", "clips / forward",
+                "in-process clips/s (batch = conc.)", "endpoint / in-process", "fused / per-member"):
         table.add_column(col, justify="right")
     for c in CONCURRENCY:
-        for m in ("on", "off"):
-            lat = results[(m, c)]["lat"]
-            table.add_row(str(c), m, f"{rps(m, c):.1f}", f"{statistics.median(lat):.1f}",
-                          f"{percentile(lat, 99):.1f}",
-                          f"{rps('on', c) / rps('off', c):.2f}x" if m == "on" else "",
-                          f"{local[c]:.1f}" if m == "on" else "",
-                          f"{rps('on', c) / local[c]:.2f}x" if m == "on" else "")
+        for g in GRAPHS:
+            lat = results[(g, c)]["lat"]
+            table.add_row(str(c), g, f"{rps(g, c):.1f}", f"{percentile(lat, 50):.1f}", f"{percentile(lat, 99):.1f}",
+                          str(sum(results[(g, c)]["failed"])),
+                          f"{sum(results[(g, c)]['clips']) / max(1, sum(results[(g, c)]['forwards'])):.1f}",
+                          f"{local[c]:.1f}" if g == "fused" else "",
+                          f"{rps(g, c) / local[c]:.2f}x",
+                          f"{rps('fused', c) / rps('per-member', c):.2f}x" if g == "fused" else "")
     console.print(table)
+    hops = Table(title="where the median request's time goes at concurrency 1 (ms)")
+    for col in ("graph", "client p50", "HTTP client + proxy", "GET /v1/models p50", "replica beyond the model",
+                "model in-process", "added by serving (p50 - in-process)"):
+        hops.add_column(col, justify="right")
+    for g in GRAPHS:
+        client, server = percentile(results[(g, 1)]["lat"], 50), percentile(results[(g, 1)]["server"], 50)
+        hops.add_row(g, f"{client:.1f}", f"{client - server:.1f}", f"{floor[g]:.1f}", f"{server - single_ms:.1f}",
+                     f"{single_ms:.1f}", f"{client - single_ms:.1f}")
+    console.print(hops)
 
 
 if __name__ == "__main__":

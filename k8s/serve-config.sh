@@ -22,9 +22,11 @@ if [[ ! "$BUNDLE" -ef "$K8S/bundle" ]]; then
   cp "$BUNDLE/manifest.json" "$K8S/bundle/manifest.json"
 fi
 mkdir -p "$OUT/base" "$OUT/overlays/gpu"
-# CPU replicas (base, and the cpu overlay that inherits it): one core per member replica.
+# CPU (base, and the cpu overlay that inherits it): the default fused graph, one replica of one
+# core holding every member.
 "$SKELRAY" serve build "$K8S/bundle" --bundle-path "$BUNDLE_PATH" -o "$OUT/base/serve_config.yaml" > /dev/null
-# GPU: two member replicas share each GPU; batches of up to 32 clips.
+# GPU: the per-member graph (chosen by --num-gpus); two member replicas share each GPU; batches of
+# up to 32 clips.
 "$SKELRAY" serve build "$K8S/bundle" --bundle-path "$BUNDLE_PATH" --num-gpus 0.5 --num-cpus 2 \
   --max-batch-size 32 --replicas 2 -o "$OUT/overlays/gpu/serve_config.yaml" > /dev/null
 echo "wrote $OUT/base/serve_config.yaml and $OUT/overlays/gpu/serve_config.yaml (bundle at $BUNDLE_PATH)"

@@ -75,3 +75,26 @@ def demo_bundle(root: str | Path) -> Path:
     ensemble_of(sweep, WEIGHTS).save(Path(root) / "ENSEMBLE.json")
     export_bundle(Path(root) / "ENSEMBLE.json", bundle)
     return bundle
+
+
+def three_member_bundle(root: str | Path) -> Path:
+    """The demo bundle with a third member (the first one's weights under another name and
+    weight), under ``root``: what a user gets from a 3-member ensemble, without a third trial."""
+    import json
+    import shutil
+
+    bundle = Path(root) / "bundle-3"
+    if (bundle / "manifest.json").is_file():
+        return bundle
+    source = demo_bundle(root)
+    tmp = Path(root) / "bundle-3.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    doc = json.loads((tmp / "manifest.json").read_text())
+    third = {**doc["members"][0], "name": "m2-copy"}
+    doc["members"].append(third)
+    for m, w in zip(doc["members"], (0.5, 0.3, 0.2)):
+        m["weight"] = w
+    (tmp / "manifest.json").write_text(json.dumps(doc, indent=1))
+    tmp.rename(bundle)
+    return bundle

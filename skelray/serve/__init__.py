@@ -1,9 +1,11 @@
-"""Serving a bundle with Ray Serve: Ingress -> Preprocess -> one deployment per member -> Ensemble.
+"""Serving a bundle with Ray Serve, in one of two graphs (``ServeArgs.graph``).
 
-Where an HTTP request becomes logits: ``ingress.Ingress`` checks and parses the body
-(``_requests``), ``deployments.Preprocess`` builds each stream with the training code's
-``skelray.data.Preprocess``, each ``deployments.Member`` runs its fused member on batches of
-clips, and ``deployments.Ensemble`` weights and combines the logits (``skelray.ensemble.combine``).
+Fused (the default): ``ingress.Ingress`` checks and parses the body (``_requests``) and, in the
+same replica, batches the clips of concurrent requests through ``replica.FusedEnsemble``: the
+training code's ``skelray.data.Preprocess``, one forward per fused member, the weighted logits
+(``skelray.ensemble.combine``). Per-member: Ingress -> ``deployments.Preprocess`` -> one
+``deployments.Member`` per member, each batching clips -> ``deployments.Ensemble``.
+``placement`` fits the plan to the cluster before deploying and reports the start.
 
 ``app`` is the application builder (``serve run skelray.serve:app bundle=PATH``);
 ``serve_config`` writes the Serve config a RayService embeds; ``ServeArgs`` lists the settings.

@@ -13,7 +13,7 @@ from typing import Any
 from ray.serve import Application
 
 from skelray.export.manifest import read_manifest
-from skelray.serve.config import ENSEMBLE, INGRESS, PREPROCESS, ServeArgs, plan
+from skelray.serve.config import ENSEMBLE, FUSED, INGRESS, PREPROCESS, ServeArgs, plan
 
 
 def limits_for(args: ServeArgs, manifest) -> dict[str, Any]:
@@ -25,7 +25,8 @@ def limits_for(args: ServeArgs, manifest) -> dict[str, Any]:
 
 
 def app(args: dict[str, Any]) -> Application:
-    """Build the deployment graph for the bundle in ``args["bundle"]`` (see ``ServeArgs``)."""
+    """Build the deployment graph for the bundle in ``args["bundle"]`` (see ``ServeArgs``): the
+    fused Ingress alone, or Ingress -> Preprocess -> members -> Ensemble."""
     from skelray.serve.deployments import Ensemble, Member, Preprocess
     from skelray.serve.ingress import Ingress
 
@@ -34,10 +35,13 @@ def app(args: dict[str, Any]) -> Application:
     # Read here, on the driver, so a bad bundle fails the deploy instead of every replica.
     manifest = read_manifest(bundle)
     options = {p.name: p.options for p in plan(opts, manifest)}
+    limits = limits_for(opts, manifest)
+    if opts.resolved_graph() == FUSED:
+        return Ingress.options(name=INGRESS, **options[INGRESS]).bind(bundle, limits,
+                                                                      verify_weights=opts.verify_weights)
     members = {m.name: Member.options(name=m.name, **options[m.name]).bind(bundle, m.name,
                                                                            opts.verify_weights)
                for m in manifest.members}
     preprocess = Preprocess.options(name=PREPROCESS, **options[PREPROCESS]).bind(bundle)
     ensemble = Ensemble.options(name=ENSEMBLE, **options[ENSEMBLE]).bind(bundle, members)
-    return Ingress.options(name=INGRESS, **options[INGRESS]).bind(bundle, preprocess, ensemble,
-                                                                  limits_for(opts, manifest))
+    return Ingress.options(name=INGRESS, **options[INGRESS]).bind(bundle, limits, preprocess, ensemble)

@@ -53,9 +53,12 @@ def _args(bundle: Path, config: Path | None, **flags: Any) -> Any:
 def _print_plan(args: Any) -> None:
     from skelray.export.manifest import read_manifest
     from skelray.serve.config import plan
+    from skelray.serve.placement import plan_summary
 
     manifest = read_manifest(args.bundle)
-    table = Table(title=f"deployments for {args.bundle} ({manifest.name})")
+    total = plan_summary(args, manifest)
+    table = Table(title=f"deployments for {args.bundle} ({manifest.name}): {total['graph']} graph, "
+                        f"{total['cpus']:g} CPU" + (f", {total['gpus']:g} GPU" if total["gpus"] else ""))
     for col in ("deployment", "replicas", "CPUs", "GPUs", "max batch", "batch wait (ms)"):
         table.add_column(col)
     for p in plan(args, manifest):
@@ -68,17 +71,43 @@ def _print_plan(args: Any) -> None:
     console.print(table)
 
 
+def _fit(args: Any, local: bool) -> Any:
+    """Args that fit the Ray this process is connected to: shared out on the embedded local
+    node (saying how), refused with a ConfigError on an existing cluster they do not fit."""
+    from skelray.export.manifest import read_manifest
+    from skelray.serve.config import plan
+    from skelray.serve.placement import check_fits, cluster_nodes, fit_to_node
+
+    manifest = read_manifest(args.bundle)
+    nodes = cluster_nodes()
+    if local and len(nodes) == 1:
+        fitted, note = fit_to_node(args, manifest, nodes[0])
+        if note:
+            console.print(note)
+            return fitted
+        return args
+    check_fits(plan(args, manifest), manifest, nodes)
+    return args
+
+
 _BUNDLE = typer.Argument(..., help="The bundle folder `skelray export -o` wrote.")
 _CONFIG = typer.Option(None, "--config",
                        help="YAML of serve settings (skelray.serve.ServeArgs fields: per-member "
                        "replicas, autoscaling, CPUs/GPUs, batching, limits); flags override it.")
-_REPLICAS = typer.Option(None, "--replicas", help="Replicas per member [default: 1].")
+_REPLICAS = typer.Option(None, "--replicas",
+                         help="Replicas of each model deployment (each member, or the fused one) [default: 1].")
 _BATCH = typer.Option(None, "--max-batch-size",
                       help="Clips per batched forward pass; 1: no batching [default: 16].")
 _WAIT = typer.Option(None, "--batch-wait-ms",
-                     help="How long a partial batch waits for more clips [default: 5].")
-_CPUS = typer.Option(None, "--num-cpus", help="CPUs per member replica [default: 1].")
+                     help="How long a partial batch waits for more clips [default: 1].")
+_CPUS = typer.Option(None, "--num-cpus",
+                     help="CPUs per model replica (a member, or the fused one); also its torch threads "
+                     "[default: 1, shared out when the local node has fewer].")
 _GPUS = typer.Option(None, "--num-gpus", help="GPUs per member replica [default: 0].")
+_GRAPH = typer.Option(None, "--graph",
+                      help="fused: one batched replica runs every member (one hop per request); "
+                      "per-member: a deployment per member (GPUs, members that scale apart) "
+                      "[default: auto, per-member when GPUs or per-member settings ask for it].")
 _HEALTH = typer.Option(None, "--health-check-period-s", help="Seconds between health checks [default: 10].")
 
 
@@ -87,36 +116,48 @@ def run_command(
     bundle: Path = _BUNDLE,
     host: str = typer.Option("127.0.0.1", "--host", help="Address the HTTP proxy listens on."),
     port: int = typer.Option(8000, "--port", help="Port the HTTP proxy listens on."),
-    config: Path = _CONFIG, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
+    config: Path = _CONFIG, graph: str = _GRAPH, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
     batch_wait_ms: float = _WAIT,
     num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
     address: str = typer.Option(None, "--address", help="A running Ray cluster (default: start one here)."),
+    local_cpus: int = typer.Option(None, "--local-cpus", min=1,
+                                   help="CPUs of the Ray started here [default: this machine's]."),
+    start_timeout_s: float = typer.Option(180.0, "--start-timeout-s", min=1,
+                                          help="Give up when a deployment is not running after this long."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the bundle and print the deployments only."),
 ) -> None:
     """Serve BUNDLE over HTTP until Ctrl-C: POST /v1/predict, GET /v1/models, GET /healthz."""
-    args = _args(bundle, config, replicas=replicas, max_batch_size=max_batch_size,
+    args = _args(bundle, config, graph=graph, replicas=replicas, max_batch_size=max_batch_size,
                  batch_wait_ms=batch_wait_ms,
                  num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s)
-    _print_plan(args)
     if dry_run:
+        _print_plan(args)
         return
     from ray import serve
 
     from skelray.runtime import start_ray
     from skelray.serve.builder import app as build_app
     from skelray.serve.config import APP_NAME
+    from skelray.serve.placement import wait_until_running
 
-    started = start_ray(address)  # a refused token becomes a ConfigError saying what to set
+    started = start_ray(address, num_cpus=local_cpus)  # a refused token becomes a ConfigError
+    deployed = False
     try:
+        args = _fit(args, local=not address)  # before deploying: Serve would wait forever
+        _print_plan(args)
         serve.start(http_options={"host": host, "port": port})
-        serve.run(build_app(args.model_dump()), name=APP_NAME, route_prefix="/")
+        deployed = True
+        serve.run_many([serve.RunTarget(build_app(args.model_dump()), name=APP_NAME, route_prefix="/")],
+                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        wait_until_running(APP_NAME, start_timeout_s, lambda line: console.print(f"  {line}"))
         console.print(f"serving {bundle} at http://{host}:{port}/v1/predict  (Ctrl-C stops)")
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
-        serve.shutdown()
+        if deployed:
+            serve.shutdown()
         if started:
             import ray
 
@@ -130,7 +171,7 @@ def build_command(
     bundle_path: str = typer.Option(None, "--bundle-path",
                                     help="Where the cluster's nodes find the bundle, if not this path."),
     host: str = typer.Option("0.0.0.0", "--host"), port: int = typer.Option(8000, "--port"),
-    config: Path = _CONFIG, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
+    config: Path = _CONFIG, graph: str = _GRAPH, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
     batch_wait_ms: float = _WAIT,
     num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
 ) -> None:
@@ -139,7 +180,7 @@ def build_command(
 
     from skelray.serve.config import serve_config
 
-    args = _args(bundle, config, replicas=replicas, max_batch_size=max_batch_size,
+    args = _args(bundle, config, graph=graph, replicas=replicas, max_batch_size=max_batch_size,
                  batch_wait_ms=batch_wait_ms,
                  num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s)
     config = serve_config(args, host=host, port=port, bundle_path=bundle_path)

@@ -1,5 +1,12 @@
 """The Serve application's settings, the deployments they give, and the Serve config file.
 
+Two graphs serve a bundle (``graph``). ``fused``: the HTTP ingress replica holds every member,
+and dynamically batched clips of concurrent requests go through preprocessing, one forward per
+member and the weighted sum right there, so a request crosses one hop (proxy -> Ingress).
+``per-member``: Ingress -> Preprocess -> one deployment per member -> Ensemble, for members
+that need GPUs or must scale apart. ``auto`` (the default) picks ``per-member`` when GPUs or
+per-member settings ask for it, ``fused`` otherwise.
+
 ``ServeArgs`` is what ``serve run skelray.serve:app bundle=... max_batch_size=8`` passes (every
 value a string there; pydantic turns them into numbers), what ``skelray serve`` builds from its
 flags, and what ``skelray serve build`` embeds in the config as the application's ``args``.
@@ -12,7 +19,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -26,6 +33,8 @@ INGRESS, PREPROCESS, ENSEMBLE = "Ingress", "Preprocess", "Ensemble"
 # The three routing deployments parse JSON and stack arrays: a tenth of a core each is plenty,
 # and leaves whole cores to the members, which do the arithmetic.
 FRONTEND_CPUS = 0.1
+FUSED, PER_MEMBER = "fused", "per-member"
+GraphName = Literal["auto", "fused", "per-member"]
 
 
 def _check_autoscaling(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -61,14 +70,17 @@ class ServeArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bundle: str  # the bundle folder, as a path every replica's node can read
-    replicas: int = Field(1, ge=1)  # replicas per member (ignored for a member with autoscaling)
+    graph: GraphName = "auto"  # fused: one batched replica holds every member; per-member: see above
+    replicas: int = Field(1, ge=1)  # replicas per member (fused: of the one fused deployment)
     autoscaling: dict[str, Any] | None = None  # Serve autoscaling_config for every member
-    num_cpus: float = Field(1.0, ge=0)  # CPUs per member replica (also its torch threads)
+    num_cpus: float = Field(1.0, ge=0)  # CPUs per member (or fused) replica; its torch threads
     num_gpus: float = Field(0.0, ge=0)  # GPUs per member replica; a replica with one runs on CUDA
     max_batch_size: int = Field(16, ge=1)  # @serve.batch: clips per forward pass; 1 turns batching off
-    batch_wait_ms: float = Field(5.0, ge=0)  # @serve.batch: how long a partial batch waits for more
+    # @serve.batch: how long a partial batch waits for more. Short, because under load clips queue
+    # up while the previous batch runs anyway; a lone request pays this wait in full.
+    batch_wait_ms: float = Field(1.0, ge=0)
     members: dict[str, MemberOptions] = Field(default_factory=dict)  # per-member overrides by name
-    frontend_replicas: int = Field(1, ge=1)  # replicas of Ingress, Preprocess and Ensemble
+    frontend_replicas: int = Field(1, ge=1)  # per-member graph: replicas of Ingress, Preprocess, Ensemble
     frontend_cpus: float = Field(FRONTEND_CPUS, ge=0)
     health_check_period_s: float = Field(10.0, gt=0)
     health_check_timeout_s: float = Field(30.0, gt=0)
@@ -95,6 +107,12 @@ class ServeArgs(BaseModel):
                               fix="pass bundle=PATH (the folder `skelray export` wrote)")
         return validate_or_raise(cls, args, "serve args", fix="see skelray.serve.config.ServeArgs")
 
+    def resolved_graph(self) -> str:
+        """``fused`` or ``per-member``: what ``auto`` means for these args."""
+        if self.graph != "auto":
+            return self.graph
+        return PER_MEMBER if self.num_gpus > 0 or self.members else FUSED
+
     def builder_args(self) -> dict[str, Any]:
         """The args as the config file carries them: only what differs from the defaults."""
         return self.model_dump(mode="json", exclude_defaults=True) | {"bundle": self.bundle}
@@ -111,14 +129,37 @@ def _replicas(replicas: int, autoscaling: dict[str, Any] | None) -> dict[str, An
     return {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas}
 
 
+def _batching(batch: int, wait_ms: float) -> dict[str, Any]:
+    return {
+        # A replica must admit a full batch (twice: one running, one filling) to batch at all.
+        "max_ongoing_requests": max(4, 2 * batch),
+        "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": wait_ms / 1000.0},
+    }
+
+
+def _actor(cpus: float, gpus: float) -> dict[str, Any]:
+    return {"num_cpus": cpus, **({"num_gpus": gpus} if gpus else {})}
+
+
 def plan(args: ServeArgs, manifest: Manifest) -> list[DeploymentPlan]:
-    """One option set per deployment: Ingress, Preprocess, Ensemble, then one per member."""
+    """One option set per deployment. Fused: Ingress only. Per-member: Ingress, Preprocess,
+    Ensemble, then one per member."""
     unknown = sorted(set(args.members) - {m.name for m in manifest.members})
     if unknown:
         raise ConfigError(f"no member named {', '.join(unknown)} in the bundle", where="serve args: members",
                           fix=f"use one of {', '.join(m.name for m in manifest.members)}")
     health = {"health_check_period_s": args.health_check_period_s,
               "health_check_timeout_s": args.health_check_timeout_s}
+    if args.resolved_graph() == FUSED:
+        if args.members:
+            raise ConfigError("per-member settings need the per-member graph", where="serve args: members",
+                              fix="drop graph: fused (or pass --graph per-member), or drop the members settings")
+        batching = _batching(args.max_batch_size, args.batch_wait_ms)
+        # Requests wait in the replica's batcher, not in the proxy: admit a few batches' worth.
+        batching["max_ongoing_requests"] = max(batching["max_ongoing_requests"], 4 * args.max_batch_size)
+        return [DeploymentPlan(INGRESS, {**_replicas(args.replicas, args.autoscaling),
+                                         "ray_actor_options": _actor(args.num_cpus, args.num_gpus),
+                                         **batching, **health})]
     front = {"num_replicas": args.frontend_replicas, "ray_actor_options": {"num_cpus": args.frontend_cpus},
              # Routing deployments only await other deployments: let them hold many requests.
              "max_ongoing_requests": 256, **health}
@@ -130,14 +171,9 @@ def plan(args: ServeArgs, manifest: Manifest) -> list[DeploymentPlan]:
         wait_ms = args.batch_wait_ms if o.batch_wait_ms is None else o.batch_wait_ms
         cpus = args.num_cpus if o.num_cpus is None else o.num_cpus
         gpus = args.num_gpus if o.num_gpus is None else o.num_gpus
-        actor = {"num_cpus": cpus, **({"num_gpus": gpus} if gpus else {})}
         out.append(DeploymentPlan(m.name, {
             **_replicas(o.replicas or args.replicas, o.autoscaling or args.autoscaling),
-            "ray_actor_options": actor,
-            # A replica must admit a full batch (twice: one running, one filling) to batch at all.
-            "max_ongoing_requests": max(4, 2 * batch),
-            "user_config": {"max_batch_size": batch, "batch_wait_timeout_s": wait_ms / 1000.0},
-            **health,
+            "ray_actor_options": _actor(cpus, gpus), **_batching(batch, wait_ms), **health,
         }))
     return out
 

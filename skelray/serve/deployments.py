@@ -1,5 +1,7 @@
-"""The deployments behind the HTTP ingress: Preprocess -> members -> Ensemble.
+"""The per-member graph behind the HTTP ingress: Preprocess -> members -> Ensemble.
 
+Chosen with ``graph: per-member`` (``--graph per-member``), or by ``auto`` when members need
+GPUs or settings of their own; the default fused graph needs none of these (``ingress.py``).
 ``Ingress`` (FastAPI, in ``ingress.py``) checks the request and hands the clips to
 ``Preprocess``, which builds every stream the members need (``skelray.data.Preprocess``, the
 code training used); its result goes straight on to ``Ensemble`` (Serve passes the response
@@ -12,58 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from skelray.ensemble.combine import softmax, top_k, weighted_logits
-from skelray.export.bundle import StreamPlan, ensure_layout, load_member, run_streams
+from skelray.export.bundle import StreamPlan, ensure_layout, run_streams
 from skelray.export.manifest import read_manifest
+from skelray.serve.replica import Watchdog, load_members, probe_clip, run_model
+
+__all__ = ["HEALTH_TIMEOUT_S", "Ensemble", "Member", "Preprocess", "Watchdog", "awaitable"]
 
 HEALTH_TIMEOUT_S = 10.0
-# A batch still running after this long means the replica is stuck (a forward of a batch of 16
-# takes well under a second on a CPU core); Serve's health check then replaces the replica.
-STALL_S = 60.0
-
-
-class Watchdog:
-    """What ``Member.check_health`` checks: no batch has been running longer than ``stall_s``,
-    and, when idle, a one-clip forward (``probe``) still gives finite logits of the right shape.
-
-    The member calls ``started()`` / ``finished()`` around each batch; ``check()`` raises
-    ``RuntimeError`` saying what is wrong, which is how a Serve health check fails.
-    """
-
-    def __init__(self, name: str, probe: Callable[[], np.ndarray], num_classes: int, *,
-                 stall_s: float = STALL_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self.name, self.probe, self.num_classes = name, probe, num_classes
-        self.stall_s, self.clock = stall_s, clock
-        self.running: dict[int, float] = {}  # batch id -> start time
-        self.next_id = 0
-
-    def started(self) -> int:
-        self.next_id += 1
-        self.running[self.next_id] = self.clock()
-        return self.next_id
-
-    def finished(self, batch: int) -> None:
-        self.running.pop(batch, None)
-
-    def check(self) -> None:
-        if self.running:
-            age = self.clock() - min(self.running.values())
-            if age > self.stall_s:
-                raise RuntimeError(f"member {self.name}: a batch has been running for {age:.0f} s "
-                                   f"(limit {self.stall_s:.0f} s); the replica looks stuck")
-            return  # busy and making progress: the batches are the proof of life
-        out = np.asarray(self.probe())
-        if out.shape != (1, self.num_classes) or not np.isfinite(out).all():
-            raise RuntimeError(f"member {self.name}: a one-clip forward gave "
-                               f"{'non-finite logits' if out.shape == (1, self.num_classes) else out.shape}, "
-                               f"expected {self.num_classes} finite logits")
 
 
 @serve.deployment
@@ -71,23 +34,12 @@ class Member:
     """One fused member; clips from concurrent requests are batched into one forward pass."""
 
     def __init__(self, bundle: str, name: str, verify_weights: bool = True) -> None:
-        import ray
-        import torch
-
-        manifest = read_manifest(bundle)
-        ensure_layout(manifest)
+        manifest, models, self.device = load_members(bundle, [name], verify=verify_weights)
         self.spec = next(m for m in manifest.members if m.name == name)
-        resources = ray.get_runtime_context().get_assigned_resources()
-        # One torch thread per CPU granted: more would fight the other replicas for cores.
-        torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
-        self.device = "cuda" if resources.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
-        self.model = load_member(bundle, self.spec, device=self.device, verify=verify_weights)
-        self.forwards = 0
-        m = self.spec.model
-        pp = self.spec.preprocess
-        probe_clip = np.zeros((1, int(pp["persons"]), int(pp["frames"]), manifest.num_joints,
-                               m.in_channels), dtype=np.float32)
-        self.watchdog = Watchdog(name, lambda: self._run(probe_clip), m.num_classes)
+        self.model = models[name]
+        self.forwards = self.clips = 0  # batched forward passes, and the clips they held
+        clip = probe_clip(manifest, name)
+        self.watchdog = Watchdog(name, lambda: self._run(clip), manifest.num_classes)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: batching can be retuned without restarting the replica."""
@@ -95,14 +47,12 @@ class Member:
         self.forward.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+        return run_model(self.model, x, self.device)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         self.forwards += 1
+        self.clips += len(clips)
         batch = self.watchdog.started()
         try:
             # In a worker thread, so the replica keeps queueing the next batch meanwhile.
@@ -112,7 +62,8 @@ class Member:
         return list(out)
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "forwards": self.forwards, "pid": os.getpid(), "device": self.device}
+        return {"name": self.spec.name, "forwards": self.forwards, "clips": self.clips, "pid": os.getpid(),
+                "device": self.device}
 
     async def check_health(self) -> None:
         """Serve calls this every ``health_check_period_s``; raising gets the replica replaced.

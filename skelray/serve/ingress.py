@@ -1,5 +1,11 @@
 """The HTTP face of the graph: ``POST /v1/predict``, ``GET /v1/models``, ``GET /healthz``.
 
+In the fused graph (no ``preprocess``/``ensemble`` handles given) this replica also runs the
+model: each clip of a request joins a ``@serve.batch`` batch with the clips of concurrent
+requests, and ``replica.FusedEnsemble`` preprocesses the batch, runs one forward per member and
+weights the logits, in a worker thread so the event loop keeps parsing requests meanwhile. In
+the per-member graph it hands the clips to Preprocess -> Ensemble (``deployments.py``).
+
 No ``from __future__ import annotations`` in this module, on purpose: FastAPI reads the
 endpoint annotations (``request: Request``) at runtime to inject the request, and Serve's
 ingress wrapper hides the module globals string annotations would be resolved against.
@@ -9,17 +15,21 @@ by then: they are imported above, never defined below it.
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from skelray.ensemble.combine import softmax, top_k
 from skelray.errors import SkelrayError
 from skelray.export.manifest import read_manifest
 from skelray.serve._requests import Limits, RequestError, check_length, parse_body, read_body
 from skelray.serve.deployments import HEALTH_TIMEOUT_S, awaitable
+from skelray.serve.replica import FusedEnsemble
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="skelray", description="Skeleton action recognition: an exported skelray bundle.")
@@ -30,11 +40,32 @@ api = FastAPI(title="skelray", description="Skeleton action recognition: an expo
 class Ingress:
     """The HTTP face: POST /v1/predict, GET /v1/models, GET /healthz."""
 
-    def __init__(self, bundle: str, preprocess: Any, ensemble: Any, limits: dict[str, Any]) -> None:
+    def __init__(self, bundle: str, limits: dict[str, Any], preprocess: Any = None, ensemble: Any = None,
+                 verify_weights: bool = True) -> None:
         self.manifest = read_manifest(bundle)
         self.public = self.manifest.public()
         self.limits = Limits(**limits)
         self.preprocess, self.ensemble = preprocess, ensemble
+        # Fused graph: the members live here. Per-member graph: they are other deployments.
+        self.fused = FusedEnsemble(bundle, verify_weights) if ensemble is None else None
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """``user_config`` of the fused graph: batching can be retuned without a restart."""
+        self.batched.set_max_batch_size(int(config.get("max_batch_size", 16)))
+        self.batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def batched(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """Fused graph: one clip per call; Serve groups the clips of concurrent requests."""
+        return list(await asyncio.to_thread(self.fused.logits, clips))
+
+    async def _infer(self, clips: list[np.ndarray], k: int) -> dict[str, Any]:
+        if self.fused is None:
+            # The preprocess response is passed on unresolved: its arrays go to Ensemble directly.
+            return await self.ensemble.remote(self.preprocess.remote(clips), k)
+        logits = np.stack(await asyncio.gather(*(self.batched(c) for c in clips)))
+        probs = softmax(logits)
+        return {"probabilities": probs, "top_k": top_k(probs, k, self.manifest.class_names)}
 
     @api.post("/v1/predict")
     async def predict(self, request: Request) -> JSONResponse:
@@ -47,8 +78,7 @@ class Ingress:
         except RequestError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
         try:
-            # The preprocess response is passed on unresolved: its arrays go to Ensemble directly.
-            result = await self.ensemble.remote(self.preprocess.remote(clips), k)
+            result = await self._infer(clips, k)
         except SkelrayError as exc:  # raised downstream by a check on the data (Ray re-raises its type)
             return JSONResponse({"error": str(exc), "field": exc.where, "status": 422}, status_code=422)
         except Exception as exc:  # noqa: BLE001 - a dead or failing replica must not take Ingress down
@@ -69,9 +99,25 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
         try:
-            members = await asyncio.wait_for(awaitable(self.ensemble.ping.remote()), HEALTH_TIMEOUT_S + 5)
+            if self.fused is not None:
+                # The replica answers, so its members are loaded; the periodic health check
+                # (check_health) runs their probes and gets a bad replica replaced.
+                members = {n: "ok" for n in self.fused.names}
+            else:
+                members = await asyncio.wait_for(awaitable(self.ensemble.ping.remote()), HEALTH_TIMEOUT_S + 5)
         except Exception as exc:  # noqa: BLE001
             return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
         ok = all(v == "ok" for v in members.values())
         return JSONResponse({"status": "ok" if ok else "degraded", "members": members},
                             status_code=200 if ok else 503)
+
+    def stats(self) -> dict[str, Any]:
+        """Fused graph: how many batched forward passes ran (what the batching test counts)."""
+        return {"forwards": self.fused.forwards if self.fused else None,
+                "clips": self.fused.clips if self.fused else None, "pid": os.getpid()}
+
+    async def check_health(self) -> None:
+        """Serve calls this every ``health_check_period_s``; raising gets the replica replaced.
+        Fused graph: every member's watchdog, its probe forward in a worker thread."""
+        if self.fused is not None:
+            await asyncio.to_thread(self.fused.check)

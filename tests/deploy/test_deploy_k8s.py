@@ -87,8 +87,11 @@ def test_embedded_serve_config_is_a_fresh_serve_build(rendered, fresh_serve_conf
     assert embedded == committed == fresh, "stale Serve config: regenerate it with k8s/serve-config.sh"
     app_args = embedded["applications"][0]
     assert (app_args["import_path"], app_args["args"]["bundle"]) == ("skelray.serve:app", "/bundles/best")
-    members = [d for d in app_args["deployments"] if d["name"] not in ("Ingress", "Preprocess", "Ensemble")]
-    assert {d["ray_actor_options"].get("num_gpus", 0) for d in members} == ({0.5} if "gpu" in path else {0})
+    # The deployments that run models are the batched ones: the fused Ingress (CPU), or each member (GPU).
+    models = [d for d in app_args["deployments"] if "user_config" in d]
+    fused = [d["name"] for d in models] == ["Ingress"]
+    assert fused == ("gpu" not in path)
+    assert {d["ray_actor_options"].get("num_gpus", 0) for d in models} == ({0.5} if "gpu" in path else {0})
 
 
 def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:

@@ -41,6 +41,27 @@ def test_plan_has_one_deployment_per_member_with_batching_and_resources(bundle):
     assert first["max_ongoing_requests"] >= 4  # a replica must admit a whole batch
 
 
+def test_the_default_graph_is_fused_unless_gpus_or_member_settings_ask_for_per_member(bundle):
+    manifest = read_manifest(bundle)
+    fused = plan(ServeArgs.parse({"bundle": str(bundle), "num_cpus": 0.5, "max_batch_size": 8}), manifest)
+    assert [p.name for p in fused] == ["Ingress"]
+    (ingress,) = fused
+    assert ingress.options["ray_actor_options"] == {"num_cpus": 0.5}
+    assert ingress.options["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.001}
+    assert ingress.options["max_ongoing_requests"] >= 2 * 8  # admits a batch filling and one running
+    names = {m.name for m in manifest.members}
+    for extra in ({"num_gpus": 1}, {"members": {manifest.members[0].name: {"replicas": 2}}},
+                  {"graph": "per-member"}):
+        assert names < {p.name for p in plan(ServeArgs.parse({"bundle": str(bundle), **extra}), manifest)}
+    assert [p.name for p in plan(ServeArgs.parse({"bundle": str(bundle), "graph": "fused", "num_gpus": 1}),
+                                 manifest)] == ["Ingress"]
+    with pytest.raises(ConfigError, match="serve args: members.*per-member graph"):
+        plan(ServeArgs.parse({"bundle": str(bundle), "graph": "fused",
+                              "members": {manifest.members[0].name: {"replicas": 2}}}), manifest)
+    with pytest.raises(ConfigError, match="serve args: graph"):
+        ServeArgs.parse({"bundle": str(bundle), "graph": "sideways"})
+
+
 def test_autoscaling_replaces_replica_counts_and_is_checked(bundle):
     auto = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}
     args = ServeArgs.parse({"bundle": str(bundle), "autoscaling": auto})
@@ -74,11 +95,16 @@ def test_serve_build_writes_a_config_serve_accepts(bundle, tmp_path):
     assert application["args"] == {"bundle": "/models/demo", "max_batch_size": 8}
     names = [d["name"] for d in application["deployments"]]
     assert names == [p.name for p in plan(ServeArgs.parse({"bundle": str(bundle)}), read_manifest(bundle))]
-    assert all(d["user_config"]["max_batch_size"] == 8 for d in application["deployments"][3:])
+    batched = [d for d in application["deployments"] if "user_config" in d]
+    assert batched and all(d["user_config"]["max_batch_size"] == 8 for d in batched)
 
 
 def test_serve_bundle_is_short_for_serve_run(bundle):
     result = CliRunner().invoke(cli, ["serve", str(bundle), "--dry-run", "--replicas", "2"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "fused graph" in result.output and "Ingress" in result.output
+    result = CliRunner().invoke(cli, ["serve", str(bundle), "--dry-run", "--graph", "per-member"],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for m in read_manifest(bundle).members:

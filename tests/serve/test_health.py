@@ -66,3 +66,24 @@ def test_a_model_that_raises_fails_the_check() -> None:
 
     with pytest.raises(RuntimeError, match="illegal memory access"):
         Watchdog("m2", broken, 7).check()
+
+
+def test_the_fused_replicas_check_names_the_member_that_broke(bundle) -> None:
+    from skelray.data import synthetic
+    from skelray.export import load_bundle
+    from skelray.serve.replica import FusedEnsemble
+
+    fused = FusedEnsemble(str(bundle))
+    names = [m.name for m in fused.manifest.members]
+    assert fused.check() == {n: "ok" for n in names}
+    clips = [s.keypoints for s in synthetic(4, 2, "kinect_v1_20", 12, seed=4).sequences]
+    # The batched path computes what the offline ensemble computes.
+    np.testing.assert_allclose(fused.logits(clips), load_bundle(bundle).logits(clips), rtol=1e-5, atol=1e-6)
+
+    class Broken(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], fused.manifest.num_classes), float("nan"))
+
+    fused.models[names[1]] = Broken()
+    with pytest.raises(RuntimeError, match=f"member {names[1]}: a one-clip forward gave non-finite logits"):
+        fused.check()
