@@ -62,11 +62,8 @@ def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu",
     """One member's fused model, in eval mode, from its safetensors file, on ``device`` at
     ``dtype``: float32, or a dtype the export checked it at (``member.check.dtypes``). Its
     input must be cast to the same dtype."""
+    member.require_checked(dtype)
     target = torch_dtype(dtype)
-    if dtype != "float32" and dtype not in member.check.dtypes:
-        raise BundleError(f"member {member.name} was not checked at {dtype} when it was exported",
-                          where=f"manifest.json: members[{member.name}].check.dtypes",
-                          fix=f"re-export the bundle (skelray export checks {dtype} by default), or serve in float32")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

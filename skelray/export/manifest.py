@@ -88,6 +88,17 @@ class MemberSpec(_Model):
     sha256: str  # of the weights file
     check: CheckInfo
 
+    def require_checked(self, dtype: str) -> None:
+        """Refuse to run this member at a dtype the export did not check it at (float32 always is)."""
+        if dtype not in SERVE_DTYPES:
+            raise BundleError(f"unknown serving dtype '{dtype}'", where="dtype",
+                              fix=f"use one of {', '.join(SERVE_DTYPES)}")
+        if dtype != "float32" and dtype not in self.check.dtypes:
+            raise BundleError(f"member {self.name} was not checked at {dtype} when it was exported",
+                              where=f"manifest.json: members[{self.name}].check.dtypes",
+                              fix=f"re-export the bundle (skelray export checks {dtype} by default), "
+                                  "or serve in float32")
+
 
 class Manifest(_Model):
     schema_version: int = SCHEMA_VERSION

@@ -34,13 +34,16 @@ def app(args: dict[str, Any]) -> Application:
     bundle = str(Path(opts.bundle).resolve())
     # Read here, on the driver, so a bad bundle fails the deploy instead of every replica.
     manifest = read_manifest(bundle)
+    for m in manifest.members:
+        m.require_checked(opts.dtype)
     options = {p.name: p.options for p in plan(opts, manifest)}
     limits = limits_for(opts, manifest)
     if opts.resolved_graph() == FUSED:
         return Ingress.options(name=INGRESS, **options[INGRESS]).bind(bundle, limits,
-                                                                      verify_weights=opts.verify_weights)
+                                                                      verify_weights=opts.verify_weights,
+                                                                      dtype=opts.dtype)
     members = {m.name: Member.options(name=m.name, **options[m.name]).bind(bundle, m.name,
-                                                                           opts.verify_weights)
+                                                                           opts.verify_weights, opts.dtype)
                for m in manifest.members}
     preprocess = Preprocess.options(name=PREPROCESS, **options[PREPROCESS]).bind(bundle)
     ensemble = Ensemble.options(name=ENSEMBLE, **options[ENSEMBLE]).bind(bundle, members)

@@ -109,6 +109,9 @@ _GRAPH = typer.Option(None, "--graph",
                       "per-member: a deployment per member (GPUs, members that scale apart) "
                       "[default: auto, per-member when GPUs or per-member settings ask for it].")
 _HEALTH = typer.Option(None, "--health-check-period-s", help="Seconds between health checks [default: 10].")
+_DTYPE = typer.Option(None, "--dtype",
+                      help="Members' weights and inputs: float32 or bfloat16 (checked by `skelray export`; "
+                      "for GPUs with bf16 units) [default: float32].")
 
 
 @app.command("run")
@@ -119,6 +122,7 @@ def run_command(
     config: Path = _CONFIG, graph: str = _GRAPH, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
     batch_wait_ms: float = _WAIT,
     num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
+    dtype: str = _DTYPE,
     address: str = typer.Option(None, "--address", help="A running Ray cluster (default: start one here)."),
     local_cpus: int = typer.Option(None, "--local-cpus", min=1,
                                    help="CPUs of the Ray started here [default: this machine's]."),
@@ -129,7 +133,8 @@ def run_command(
     """Serve BUNDLE over HTTP until Ctrl-C: POST /v1/predict, GET /v1/models, GET /healthz."""
     args = _args(bundle, config, graph=graph, replicas=replicas, max_batch_size=max_batch_size,
                  batch_wait_ms=batch_wait_ms,
-                 num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s)
+                 num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s,
+                 dtype=dtype)
     if dry_run:
         _print_plan(args)
         return
@@ -174,6 +179,7 @@ def build_command(
     config: Path = _CONFIG, graph: str = _GRAPH, replicas: int = _REPLICAS, max_batch_size: int = _BATCH,
     batch_wait_ms: float = _WAIT,
     num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
+    dtype: str = _DTYPE,
 ) -> None:
     """Write a Serve config (import_path skelray.serve:app) for `serve deploy` or a RayService."""
     import yaml
@@ -182,7 +188,8 @@ def build_command(
 
     args = _args(bundle, config, graph=graph, replicas=replicas, max_batch_size=max_batch_size,
                  batch_wait_ms=batch_wait_ms,
-                 num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s)
+                 num_cpus=num_cpus, num_gpus=num_gpus, health_check_period_s=health_check_period_s,
+                 dtype=dtype)
     config = serve_config(args, host=host, port=port, bundle_path=bundle_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("# Serve config for a skelray bundle, written by `skelray serve build`.\n"

@@ -33,8 +33,8 @@ HEALTH_TIMEOUT_S = 10.0
 class Member:
     """One fused member; clips from concurrent requests are batched into one forward pass."""
 
-    def __init__(self, bundle: str, name: str, verify_weights: bool = True) -> None:
-        manifest, models, self.device = load_members(bundle, [name], verify=verify_weights)
+    def __init__(self, bundle: str, name: str, verify_weights: bool = True, dtype: str = "float32") -> None:
+        manifest, models, self.device = load_members(bundle, [name], verify=verify_weights, dtype=dtype)
         self.spec = next(m for m in manifest.members if m.name == name)
         self.model = models[name]
         self.forwards = self.clips = 0  # batched forward passes, and the clips they held

@@ -41,13 +41,13 @@ class Ingress:
     """The HTTP face: POST /v1/predict, GET /v1/models, GET /healthz."""
 
     def __init__(self, bundle: str, limits: dict[str, Any], preprocess: Any = None, ensemble: Any = None,
-                 verify_weights: bool = True) -> None:
+                 verify_weights: bool = True, dtype: str = "float32") -> None:
         self.manifest = read_manifest(bundle)
         self.public = self.manifest.public()
         self.limits = Limits(**limits)
         self.preprocess, self.ensemble = preprocess, ensemble
         # Fused graph: the members live here. Per-member graph: they are other deployments.
-        self.fused = FusedEnsemble(bundle, verify_weights) if ensemble is None else None
+        self.fused = FusedEnsemble(bundle, verify_weights, dtype) if ensemble is None else None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config`` of the fused graph: batching can be retuned without a restart."""

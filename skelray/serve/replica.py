@@ -78,24 +78,28 @@ def replica_device() -> tuple[str, int]:
     return device, threads
 
 
-def load_members(bundle: str, names: Sequence[str] | None = None, *, verify: bool = True
-                 ) -> tuple[Manifest, dict[str, Any], str]:
+def load_members(bundle: str, names: Sequence[str] | None = None, *, verify: bool = True,
+                 dtype: str = "float32") -> tuple[Manifest, dict[str, Any], str]:
     """The manifest and the fused models of ``names`` (default: every member), loaded for this
-    replica's device and threads. The one place a serving replica loads a member."""
+    replica's device and threads at ``dtype`` (one the export checked; see ``load_member``).
+    The one place a serving replica loads a member."""
     manifest = read_manifest(bundle)
     ensure_layout(manifest)
     device, _ = replica_device()
     wanted = [m for m in manifest.members if names is None or m.name in names]
-    models = {m.name: load_member(bundle, m, device=device, verify=verify) for m in wanted}
+    models = {m.name: load_member(bundle, m, device=device, verify=verify, dtype=dtype) for m in wanted}
     return manifest, models, device
 
 
 def run_model(model: Any, x: np.ndarray, device: str) -> np.ndarray:
-    """One forward pass of a fused member on a stacked ``(N, M, T, V, C)`` batch."""
+    """One forward pass of a fused member on a stacked ``(N, M, T, V, C)`` batch, its input cast
+    to the dtype the member was loaded at; float32 logits."""
     import torch
 
+    weight = next(model.parameters(), None)  # a module without parameters takes float32
+    dtype = weight.dtype if weight is not None else torch.float32
     with torch.inference_mode():
-        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        return model(torch.from_numpy(x).to(device, dtype)).float().cpu().numpy()
 
 
 def probe_clip(manifest: Manifest, name: str) -> np.ndarray:
@@ -110,8 +114,8 @@ class FusedEnsemble:
     """Every member in one replica: a batch of raw clips -> preprocessing -> one forward per
     member -> weighted logits. One watchdog per member, so a failing check names the member."""
 
-    def __init__(self, bundle: str, verify: bool = True) -> None:
-        self.manifest, self.models, self.device = load_members(bundle, verify=verify)
+    def __init__(self, bundle: str, verify: bool = True, dtype: str = "float32") -> None:
+        self.manifest, self.models, self.device = load_members(bundle, verify=verify, dtype=dtype)
         self.plan = StreamPlan.of(self.manifest)
         self.preprocessors = self.plan.preprocessors()
         self.names = [m.name for m in self.manifest.members]

@@ -87,3 +87,39 @@ def test_the_fused_replicas_check_names_the_member_that_broke(bundle) -> None:
     fused.models[names[1]] = Broken()
     with pytest.raises(RuntimeError, match=f"member {names[1]}: a one-clip forward gave non-finite logits"):
         fused.check()
+
+
+def test_a_replica_serves_at_the_dtype_asked_and_answers_like_the_offline_bundle_at_it(bundle) -> None:
+    from skelray.data import synthetic
+    from skelray.export import load_bundle
+    from skelray.serve.replica import FusedEnsemble
+
+    fused = FusedEnsemble(str(bundle), dtype="bfloat16")
+    assert all(next(m.parameters()).dtype == torch.bfloat16 for m in fused.models.values())
+    assert fused.check() == {m.name: "ok" for m in fused.manifest.members}  # the probe runs at bf16 too
+    clips = [s.keypoints for s in synthetic(4, 2, "kinect_v1_20", 12, seed=5).sequences]
+    got = fused.logits(clips)
+    assert got.shape == (len(clips), fused.manifest.num_classes) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, load_bundle(bundle, dtype="bfloat16").logits(clips), rtol=1e-5, atol=1e-6)
+
+
+def test_the_app_refuses_a_dtype_the_export_did_not_check_before_any_replica_starts(bundle, tmp_path) -> None:
+    import json
+    import shutil
+
+    from skelray.export.manifest import BundleError
+    from skelray.serve.builder import app
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    doc = json.loads((copy / "manifest.json").read_text())
+    for m in doc["members"]:
+        m["check"]["dtypes"] = {}
+    (copy / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="not checked at bfloat16"):
+        app({"bundle": str(copy), "dtype": "bfloat16"})
+    app({"bundle": str(copy)})  # float32 needs no extra check
+    from skelray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dtype"):
+        app({"bundle": str(copy), "dtype": "float16"})
