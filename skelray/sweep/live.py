@@ -15,12 +15,13 @@ from rich.live import Live
 from rich.table import Table
 
 from skelray import record
+from skelray.console import make_console
 
 
 class LiveView(Callback):
     def __init__(self, name: str, metric: str, mode: str, console: Console | None = None) -> None:
         self.name, self.metric, self.mode = name, metric, mode
-        self.console = console or Console()
+        self.console = console or make_console()
         self.started = time.monotonic()
         self.best: tuple[float, str] | None = None
         self.status: dict[str, str] = {}
@@ -36,7 +37,7 @@ class LiveView(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.console = Console()
+        self.console = make_console()
 
     # -- Tune hooks ---------------------------------------------------------------------------
     def setup(self, **info: Any) -> None:

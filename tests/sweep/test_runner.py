@@ -126,6 +126,38 @@ def test_target_ends_the_whole_sweep(tmp_path, tiny_sweep):
     assert [h["epoch"] for h in run["history"]] == [1]
 
 
+@pytest.fixture
+def busy_cpus():
+    """Two processes spinning beside the test (one per core of a 2-core CI machine), each
+    bounded to 120 s and stopped when the test ends: the contention under which W&B's writer
+    used to be killed before it flushed."""
+    spin = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end:\n    pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    yield
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_target_under_cpu_contention_keeps_every_wandb_epoch(tmp_path, tiny_sweep, busy_cpus):
+    # Two trials at once, stopped together when the first reaches epoch 2: each W&B run holds
+    # exactly the epochs Tune recorded for its trial, the cut-short one's included.
+    spec = load_sweep(tiny_sweep("contended", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3]}},
+                                 train={"epochs": 3, "batch_size": 8, "lr": 0.05, "latency_batches": [1]},
+                                 max_concurrent=2, metric="epoch", mode="max", target=2))
+    outcome = run_sweep(spec)
+    _, epochs = read_results(outcome.sweep_dir)
+    recorded: dict[str, list[int]] = {}
+    for row in epochs.to_pylist():
+        recorded.setdefault(row["trial_name"], []).append(row["epoch"])
+    assert max(e for es in recorded.values() for e in es) == 2
+    runs = {r["name"]: [h["epoch"] for h in r["history"]]
+            for r in (read_offline_run(p) for p in offline_runs(Location.parse(outcome.sweep_dir)))}
+    assert set(recorded) <= set(runs)
+    for name in runs:  # a trial stopped before its first epoch has a run with no history
+        assert runs[name] == sorted(recorded.get(name, [])), name
+
+
 def test_diverging_trial_stops_itself(tmp_path, tiny_sweep):
     spec = load_sweep(tiny_sweep("diverge", str(tmp_path), train={"epochs": 3, "batch_size": 8, "lr": 1e4, "latency_batches": [1]},
                                  search={}))
