@@ -30,7 +30,7 @@ def test_a_long_table_is_not_cut_when_output_is_captured(monkeypatch):
 
 def test_a_terminal_and_an_explicit_width_are_respected():
     out = io.StringIO()
-    table, cells = _long_table()
+    table, _ = _long_table()
     make_console(file=out, width=100).print(table)
     assert max(len(line) for line in out.getvalue().splitlines()) <= 100
     assert make_console(file=io.StringIO(), force_terminal=True, width=90).width == 90

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from skelray.console import make_console
 from skelray.config import parse_overrides
+from skelray.console import make_console
 
 app = typer.Typer(no_args_is_help=True)
 console = make_console()

@@ -29,6 +29,14 @@ from skelray.runtime import start_ray
 from skelray.sweep.costs import CostPlan, load_costs, measure_after_run, plan_run, trial_latencies
 from skelray.sweep.results import SPEC_FILE, Location, collect, sweep_state, write_sweep_state
 
+# Tune logs "The `process_trial_result` operation took 2.4 s, which may be a performance
+# bottleneck" whenever one driver step takes over 0.5 s (TUNE_WARN_THRESHOLD_S, read once when
+# ray.tune is imported, which this module does not do itself). A sweep's driver waits on Ray
+# calls (the W&B callback hands each result to its logging actor's queue), and under load one
+# step takes seconds, beside epochs of seconds to minutes: only a stall of 10 s matters to a
+# sweep. Set here, when a sweep is run, and never over a value the user set.
+os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")
+
 
 @dataclass
 class SweepOutcome:

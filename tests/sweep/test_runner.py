@@ -154,8 +154,8 @@ def test_target_under_cpu_contention_keeps_every_wandb_epoch(tmp_path, tiny_swee
     runs = {r["name"]: [h["epoch"] for h in r["history"]]
             for r in (read_offline_run(p) for p in offline_runs(Location.parse(outcome.sweep_dir)))}
     assert set(recorded) <= set(runs)
-    for name in runs:  # a trial stopped before its first epoch has a run with no history
-        assert runs[name] == sorted(recorded.get(name, [])), name
+    for name, history in runs.items():  # a trial stopped before its first epoch: a run, no history
+        assert history == sorted(recorded.get(name, [])), name
 
 
 def test_diverging_trial_stops_itself(tmp_path, tiny_sweep):
