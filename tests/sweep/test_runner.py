@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from skelray.cli import app
+from skelray.console import make_console
 from skelray.errors import ConfigError
 from skelray.runtime import start_ray
 from skelray.sweep.results import Location, read_results
@@ -145,11 +148,14 @@ def test_target_under_cpu_contention_keeps_every_wandb_epoch(tmp_path, tiny_swee
     spec = load_sweep(tiny_sweep("contended", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3]}},
                                  train={"epochs": 3, "batch_size": 8, "lr": 0.05, "latency_batches": [1]},
                                  max_concurrent=2, metric="epoch", mode="max", target=2))
-    outcome = run_sweep(spec)
+    log = io.StringIO()  # not a terminal, as a log file: a progress line per epoch
+    outcome = run_sweep(spec, console=make_console(file=log))
     _, epochs = read_results(outcome.sweep_dir)
     recorded: dict[str, list[int]] = {}
     for row in epochs.to_pylist():
         recorded.setdefault(row["trial_name"], []).append(row["epoch"])
+        assert re.search(rf"\] epoch  {re.escape(row['trial_name'])}  {row['epoch']}/3  epoch={row['epoch']}  "
+                         r"val/top1=[0-9.]+  train/loss=[0-9.]+", log.getvalue()), log.getvalue()
     assert max(e for es in recorded.values() for e in es) == 2
     runs = {r["name"]: [h["epoch"] for h in r["history"]]
             for r in (read_offline_run(p) for p in offline_runs(Location.parse(outcome.sweep_dir)))}
