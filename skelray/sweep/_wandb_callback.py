@@ -4,23 +4,26 @@ Ray's ``WandbLoggerCallback`` (ray 2.60) logs each trial from a logging actor th
 queue and calls ``wandb.log``; at the trial's end it is sent ``END``, calls ``wandb.finish()``
 and returns, and the callback then kills it (``ray.kill``). Three gaps, closed here:
 
-- **A run's last records were lost.** ``wandb.finish()`` only *asks* wandb-core (the separate
-  process that writes the run's ``.wandb`` file) to close the run (``inform_finish`` is sent,
-  not awaited). The kill that follows takes wandb-core down with the actor (Ray kills a
-  worker's child processes), and under CPU load wandb-core has often not yet flushed what it
-  buffered: the offline run then holds its header but none, or not all, of its epochs. Here the
-  actor returns only after ``wandb.teardown()``, which waits for wandb-core to close every run
-  and exit.
+- **Nothing waited for a run to be on disk.** ``wandb.finish()`` only *asks* wandb-core (the
+  separate process that writes the run's ``.wandb`` file) to close the run (``inform_finish``
+  is published, not awaited), and the kill that follows takes wandb-core down with the actor
+  (Ray kills a worker's child processes). Whatever wandb-core had not yet written then is lost.
+  Here the actor returns only after ``wandb.teardown()``, which waits for wandb-core to close
+  every run and exit.
 - **A sweep-wide stop left runs open.** When a ``Stopper`` ends the whole experiment (a
   sweep's ``target`` reached; also Ctrl-C), Tune marks the running trials terminated without
   calling ``log_trial_end``, so their actors never get ``END`` and ``on_experiment_end`` waits
   its whole upload timeout (30 minutes) for them. ``on_experiment_end`` sends it first here.
 - **A restarted logging actor could only lose data.** Ray creates the actors with
-  ``max_restarts=-1``; a restarted one would start a fresh W&B run under the same id, without
-  the results its first life had already taken from the queue, and Ray prints an error-level
-  line for every such actor whose arguments (the trial config) sit in the object store
+  ``max_restarts=-1``; a restarted one starts a fresh W&B run under the same id, without the
+  results its first life had already taken from the queue, and Ray prints an error-level line
+  for every such actor whose arguments (the trial config) sit in the object store
   (ray-project/ray#53727). Here they are not restarted (``max_restarts=0``): a logging actor
   that dies leaves its run as written so far.
+
+Which of these emptied the run in the CI failure (``[] == [1]``: a run file with its header
+and no epoch) was not caught in the act; the kill without a flush and the restart without the
+consumed results are the two ways found that can produce it, and both are closed here.
 """
 
 from __future__ import annotations
