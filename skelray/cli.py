@@ -8,14 +8,13 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 
 from skelray import __version__
+from skelray.console import make_console
 from skelray.errors import SkelrayError
 
-console = Console()
-# Errors are read in logs too: do not wrap them at rich's 80-column default there.
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = make_console()
+err_console = make_console(stderr=True)
 
 app = typer.Typer(
     name="skelray",
@@ -54,7 +53,8 @@ def _register_groups() -> None:
     app.add_typer(ensemble_app, name="ensemble", help="Choose an ensemble of a sweep's trials on validation.")
     from skelray.export.cli import export_command
 
-    app.command("export", help="Write a servable bundle: fused members, checked, plus a manifest.")(export_command)
+    app.command("export", help="Write a servable bundle (fused members, checked, plus a manifest) from an "
+                "ENSEMBLE.json, or from a sweep folder: a sweep folder needs --trial.")(export_command)
     from skelray.serve.cli import app as serve_app
 
     app.add_typer(serve_app, name="serve", help="Serve a bundle with Ray Serve (`serve BUNDLE`, `serve build`).")

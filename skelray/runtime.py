@@ -41,6 +41,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None,
         else:
             # "local" always starts a private instance; a bare init() would silently join any
             # cluster `ray start` left running on this machine.
+            _quiet_auth_notice()
             ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
                      include_dashboard=False, **kwargs)
     except AuthenticationError as exc:
@@ -48,3 +49,18 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None,
                           fix="set RAY_AUTH_MODE=token and give the cluster's token in RAY_AUTH_TOKEN or "
                               "~/.ray/auth_token (`ray get-auth-token` on the head prints it)") from None
     return True
+
+
+def _drop_auth_enabled_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_auth_notice() -> None:
+    """Ray turns token authentication on for every new local instance and logs a warning that
+    it did, on every start. Auth stays on; only that notice is dropped (a filter, added once).
+    Its "token authentication is disabled" warning, which matters, is kept. (Setting
+    ``RAY_AUTH_MODE=token`` instead would silence it too, but only if set before Ray is
+    imported: set later, the new cluster asks for a token that this client does not send.)"""
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if _drop_auth_enabled_notice not in log.filters:
+        log.addFilter(_drop_auth_enabled_notice)

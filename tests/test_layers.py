@@ -3,8 +3,8 @@
 Read from the source (every ``import`` statement, including those inside functions), so an
 upward import cannot hide behind a lazy import. Layers, bottom to top, and why they sit there:
 
-- ``errors``, then ``config`` and ``runtime``: what every layer shares (error types, the trial
-  config and problem collector, starting Ray).
+- ``errors`` and ``console``, then ``config`` and ``runtime``: what every layer shares (error
+  types, how wide command output is, the trial config and problem collector, starting Ray).
 - ``record``: what a trial writes and the sweep, ensemble and export read back.
 - ``data`` -> ``models`` -> ``sparsity``: skeletons, the model zoo (with its fusion and the
   compaction registry), trainable sparsity (which plugs into the zoo by an entry point).
@@ -22,7 +22,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "skelray"
 LAYERS = [
     {"__init__"},
-    {"errors"},
+    {"errors", "console"},
     {"config", "runtime"},
     {"record"},
     {"data"},

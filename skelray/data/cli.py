@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from skelray.console import make_console
 from skelray.errors import SkelrayError
 
 if TYPE_CHECKING:
     from skelray.data.quality import BoneCheck, EmptyCount
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class Format(str, Enum):

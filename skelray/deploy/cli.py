@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
+
+from skelray.console import make_console
 
 if TYPE_CHECKING:  # imported late at run time: Ray is slow to import, and --help must be fast
     from skelray.deploy.jobs import Jobs
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 _ADDRESS = typer.Option(..., "--address", envvar="RAY_ADDRESS",
                         help="The cluster's dashboard / Jobs API, e.g. http://HEAD:8265 (or $RAY_ADDRESS).")

@@ -47,7 +47,9 @@ class Candidate:
     val_labels: np.ndarray
     test_logits: np.ndarray
     test_labels: np.ndarray
-    rank: float | None = None  # the sweep's score of the trial, signed so that higher is better
+    # Where the sweep ranks the trial (``skelray.sweep.aggregate.best_first``: lower is better),
+    # the leaderboard's rule; None for a candidate not read from a sweep's trials table.
+    order: tuple | None = None
 
     @property
     def val_top1(self) -> float:
@@ -77,15 +79,14 @@ def _test_logits(saved: record.Logits) -> tuple[np.ndarray, np.ndarray]:
 
 def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
     """Every usable trial of the sweep, and a line per trial left out saying why."""
-    from skelray.sweep.results import Location, load_costs, read_results
+    from skelray.sweep.aggregate import best_first
+    from skelray.sweep.results import Location, load_costs, read_results, require_sweep
 
+    require_sweep(str(sweep_dir))  # before anything is read: a wrong folder is refused untouched
     sweep = Path(sweep_dir).resolve()
-    if not sweep.is_dir():
-        raise DataError("is not a sweep folder", where=str(sweep_dir),
-                        fix="pass the folder `skelray sweep run` printed (it holds results/ and run-0/)")
     trials, _ = read_results(str(sweep))
     costs = load_costs(Location.parse(str(sweep)))
-    sign = -1.0 if record.load_sweep_state(sweep).mode == "min" else 1.0
+    mode = record.load_sweep_state(sweep).mode
     out: list[Candidate] = []
     skipped: list[str] = []
     rows = trials.to_pylist()
@@ -128,11 +129,7 @@ def load_candidates(sweep_dir: str | Path) -> tuple[list[Candidate], list[str]]:
             sparsity=model.sparsity_level if model else None, params=params,
             macs=_number(info.sizes.get(record.MACS), row.get(record.MACS)) or 0.0,
             latency_ms=latency, val_logits=logits.val_logits, val_labels=logits.val_labels,
-            test_logits=test_logits, test_labels=test_labels,
-            # A configuration run with several seeds / folds ranks by its mean over them
-            # (skelray.sweep.aggregate), not by its luckiest replicate.
-            rank=sign * _number(row.get("per_config.score_mean"), row.get("score"))
-            if row.get("score") is not None else None))
+            test_logits=test_logits, test_labels=test_labels, order=best_first(row, mode)))
     _check_same_clips(out)
     return out, skipped
 

@@ -108,10 +108,12 @@ def _single(c: Candidate) -> Score:
 
 
 def _best(cands: list[Candidate]) -> Candidate:
-    """The sweep's own pick (its leaderboard's first) when every trial has a score; otherwise
-    the best validation top-1, ties to the lower validation loss as in the greedy selection."""
-    if cands and all(c.rank is not None for c in cands):
-        return max(cands, key=lambda c: (c.rank, c.val_top1, -nll(c.val_logits, c.val_labels)))
+    """The sweep's own pick: its leaderboard's first, by the leaderboard's rule, ties included
+    (``skelray.sweep.aggregate.best_first``). Candidates not read from a sweep's trials table
+    have no rank: then the best validation top-1, ties to the lower validation loss as in the
+    greedy selection."""
+    if cands and all(c.order is not None for c in cands):
+        return min(cands, key=lambda c: c.order)  # type: ignore[arg-type,return-value]
     return max(cands, key=lambda c: (c.val_top1, -nll(c.val_logits, c.val_labels)))
 
 

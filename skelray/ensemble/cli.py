@@ -8,8 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from skelray.console import make_console
+
 app = typer.Typer(no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def _pct(x: float | None) -> str:

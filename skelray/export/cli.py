@@ -5,18 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from skelray.console import make_console
+
+console = make_console()
 
 
 def export_command(
     source: Path = typer.Argument(...,
-                                  help="An ENSEMBLE.json from `skelray ensemble build`, or a sweep folder."),
+                                  help="An ENSEMBLE.json from `skelray ensemble build`, or a sweep folder "
+                                       "(then --trial is required)."),
     output: Path = typer.Option(..., "-o", "--output", help="The bundle folder to write."),
     trial: str = typer.Option(None, "--trial",
-                              help="With a sweep folder: the trial to export (name or prefix)."),
+                              help="The trial to export, by name or unique prefix (e.g. t00001): a sweep "
+                                   "folder needs --trial; an ENSEMBLE.json takes none."),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest allowed |fused - trained| logit."),
     check_data: bool = typer.Option(True, "--check-data/--no-check-data",
                                     help="Also compare on the sweep's validation clips if readable."),
@@ -25,7 +28,10 @@ def export_command(
                                      help="Serving dtypes to check each member at (float32, bfloat16); "
                                           "a member is served only at a dtype checked here."),
 ) -> None:
-    """Fuse (and compact) each member, check it against its training form, write the bundle."""
+    """Fuse (and compact) each member, check it against its training form, write the bundle.
+
+    SOURCE is an ENSEMBLE.json (every member is exported), or a sweep folder: a sweep folder
+    needs --trial, the one trial to export."""
     from skelray.export.writer import export_bundle
 
     manifest = export_bundle(source, output, trial=trial, tolerance=tolerance, check_data=check_data,

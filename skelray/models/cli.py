@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from skelray.config import parse_overrides
+from skelray.console import make_console
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def _summary(doc: str | None) -> str:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from skelray.console import make_console
 from skelray.errors import ConfigError
 
 
@@ -28,7 +28,7 @@ class _RunByDefault(TyperGroup):
 
 
 app = typer.Typer(cls=_RunByDefault, no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def _args(bundle: Path, config: Path | None, **flags: Any) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -83,7 +84,7 @@ def aggregate(trials: Iterable[Mapping[str, Any]], *, mode: str = "max",
         configs.append(out)
     ranked = [c for c in configs if c["score_mean"] is not None]
     sign = -1.0 if mode == "max" else 1.0
-    ranked.sort(key=lambda c: sign * c["score_mean"])
+    ranked.sort(key=lambda c: sign * c["score_mean"])  # stable: ties keep the earlier config first
     tied = ties([_interval_of(c) for c in ranked], mode)
     for rank, (c, t) in enumerate(zip(ranked, tied), 1):
         c["rank"], c["tie"] = rank, t
@@ -105,3 +106,35 @@ def aggregate(trials: Iterable[Mapping[str, Any]], *, mode: str = "max",
 
 def _interval_of(c: Mapping[str, Any]) -> Interval:
     return Interval(c["score_mean"], c["score_n"], c["score_se"], c["score_low"], c["score_high"])
+
+
+def _number(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def _run_number(run: Any) -> int:
+    """``run-10`` -> 10, so the tenth ``--more`` run sorts after the second."""
+    tail = str(run or "").rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def best_first(row: Mapping[str, Any], mode: str = "max") -> tuple:
+    """The sort key that ranks a sweep's trials, best first: the one rule of the leaderboard
+    and of ``skelray ensemble build``'s best single trial (``row``: a trials table row).
+
+    1. trials with a score before those without (the score: the sweep's metric over the
+       epochs its scope names; stores from before scores existed: validation top-1);
+    2. the better score of the trial's configuration (its mean over seeds / folds,
+       ``per_config.score_mean``; the trial's own when it has no replicates);
+    3. the better score of the trial itself;
+    4. on an exact tie, the earlier trial: the lower run number (``run-0`` before ``--more``
+       runs), then the trial name (it starts with Tune's trial counter: the first started).
+    """
+    sign = -1.0 if mode == "max" else 1.0
+    own = _number(row.get("score")) if "score" in row else _number(row.get(SUMMARISED["val_top1"]))
+    config = _number(row.get(f"{PREFIX}score_mean"))
+    config = own if config is None else config
+    return (own is None, sign * (config or 0.0), sign * (own or 0.0), _run_number(row.get("run")),
+            str(row.get("trial_name") or ""))

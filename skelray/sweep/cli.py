@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from skelray.config.overrides import cli_overrides
+from skelray.console import make_console
 
 app = typer.Typer(no_args_is_help=True)
-# Logs and pipes get a wide table instead of rich's 80-column default, so trial names stay whole.
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = make_console()
 
 
 @app.command("validate")

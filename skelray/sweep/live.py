@@ -1,7 +1,9 @@
-"""A live terminal view of a running sweep: trial counts by state, the best so far, elapsed time.
+"""A live view of a running sweep: trial counts by state, the best so far, elapsed time.
 
-On a terminal it redraws a rich table in place; in CI logs (no TTY) it prints one line when
-a trial finishes or fails, so logs stay short.
+On a terminal it redraws a rich table in place. Elsewhere (a log file, CI) it prints a line
+per epoch a trial reports (trial, epoch, the sweep's metric, validation top-1, training loss,
+elapsed time) and one when a trial finishes or fails, so a log shows progress from the first
+epoch on instead of nothing until the first trial ends.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from rich.live import Live
 from rich.table import Table
 
 from skelray import record
+from skelray.console import make_console
 
 
 class LiveView(Callback):
     def __init__(self, name: str, metric: str, mode: str, console: Console | None = None) -> None:
         self.name, self.metric, self.mode = name, metric, mode
-        self.console = console or Console()
+        self.console = console or make_console()
         self.started = time.monotonic()
         self.best: tuple[float, str] | None = None
         self.status: dict[str, str] = {}
@@ -36,7 +39,7 @@ class LiveView(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.console = Console()
+        self.console = make_console()
 
     # -- Tune hooks ---------------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
@@ -54,6 +57,8 @@ class LiveView(Callback):
                                   (value > self.best[0] if self.mode == "max" else value < self.best[0])):
             self.best = (value, str(trial))
         self._sync(trials)
+        if self._live is None:
+            self.console.print(self._epoch_line(trial, result), highlight=False)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._sync(trials)
@@ -78,6 +83,13 @@ class LiveView(Callback):
         self.status = {str(t): t.status for t in trials}
         if self._live is not None:
             self._live.update(self._render())
+
+    def _epoch_line(self, trial, result: dict[str, Any]) -> str:
+        total = (getattr(trial, "config", None) or {}).get("train", {}).get("epochs")
+        epoch = f"{result.get(record.EPOCH)}/{total}" if total else str(result.get(record.EPOCH))
+        keys = dict.fromkeys((self.metric, record.VAL_TOP1, record.TRAIN_LOSS))  # ordered, no repeats
+        metrics = "  ".join(f"{k}={_fmt(result.get(k))}" for k in keys if result.get(k) is not None)
+        return f"[{self._elapsed()}] epoch  {trial}  {epoch}  {metrics}"
 
     def _elapsed(self) -> str:
         s = int(time.monotonic() - self.started)

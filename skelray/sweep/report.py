@@ -9,7 +9,7 @@ import pyarrow as pa
 from rich.table import Table
 
 from skelray.record import EPOCH, LATENCY_BASIS, MACS, PARAMS, TEST_TOP1, VAL_TOP1, latency_key
-from skelray.sweep.aggregate import aggregate
+from skelray.sweep.aggregate import aggregate, best_first
 from skelray.sweep.results import best_column
 
 ACCURACY = best_column(VAL_TOP1)
@@ -53,12 +53,11 @@ def leaderboard(trials: pa.Table, *, mode: str = "max", top: int | None = None) 
 
 
 def trial_leaderboard(trials: pa.Table, *, mode: str = "max", top: int | None = None) -> Table:
-    """Trials ranked by their score (the sweep's metric over the epochs its scope names); the
-    accuracy columns are the chosen checkpoint's. Stores written before scores existed rank by
-    validation top-1."""
-    rows = trials.to_pylist()
+    """Trials ranked by their score (the sweep's metric over the epochs its scope names), ties
+    as ``skelray.sweep.aggregate.best_first`` breaks them; the accuracy columns are the chosen
+    checkpoint's. Stores written before scores existed rank by validation top-1."""
+    rows = sorted(trials.to_pylist(), key=lambda r: best_first(r, mode))
     key = "score" if "score" in trials.column_names else ACCURACY
-    rows.sort(key=lambda r: (r.get(key) is None, -(r.get(key) or 0) if mode == "max" else (r.get(key) or 0)))
     varied = _searched_columns(trials)
     # The score gets its own column only when it is not the validation top-1 shown anyway.
     show_score = key == "score" and any(r.get("score") != r.get(ACCURACY) for r in rows)

@@ -38,6 +38,9 @@ from skelray.record import SweepState, TrialRecord
 from skelray.sweep.aggregate import aggregate
 
 RESULTS_DIR = "results"
+SPEC_FILE = "sweep.yaml"  # the spec a sweep ran with (written by skelray.sweep.runner)
+# What every sweep folder holds, one at least (older versions wrote no sweep_state.json).
+SWEEP_MARKERS = (SPEC_FILE, record.SWEEP_STATE_FILE, "run-0")
 # The trial metrics each row carries twice: as best.KEY (the chosen checkpoint's epoch) and final.KEY.
 SUMMARY_METRICS = (*record.EVAL_METRICS, record.TRAIN_LOSS, record.SPARSITY)
 
@@ -292,13 +295,26 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
 
 
-def collect(sweep_uri: str, *, metric: str = record.DEFAULT_METRIC, mode: str = "max", scope: str = "all",
-            statuses: dict[str, str] | None = None) -> tuple[pa.Table, pa.Table]:
-    """Read every trial of the sweep at ``sweep_uri`` and write its Parquet tables (trials,
-    epochs, and configs: one row per configuration over its seeds and folds)."""
+def is_sweep_dir(sweep: Location) -> bool:
+    """Whether ``sweep`` is a sweep folder: it holds one of ``SWEEP_MARKERS``."""
+    return sweep.is_dir() and any(sweep.join(m).exists() for m in SWEEP_MARKERS)
+
+
+def require_sweep(sweep_uri: str) -> Location:
+    """The sweep folder at ``sweep_uri``, or a DataError saying it is not one (and how to tell)
+    when it lacks every one of ``SWEEP_MARKERS``. Read commands call it before reading anything,
+    so a wrong folder is refused with nothing written into it."""
     sweep = Location.parse(sweep_uri)
-    if not sweep.is_dir():
-        raise DataError(f"no sweep directory at {sweep_uri}", fix="pass the directory `skelray sweep run` printed")
+    if not is_sweep_dir(sweep):
+        what = "does not exist" if not sweep.exists() else "is not a skelray sweep folder"
+        raise DataError(f"{what}: a sweep folder holds {SPEC_FILE}, {record.SWEEP_STATE_FILE} and run-0/",
+                        where=sweep_uri, fix="pass the <storage>/<name> folder that `skelray sweep run` printed")
+    return sweep
+
+
+def _tables(sweep: Location, *, metric: str, mode: str, scope: str,
+            statuses: dict[str, str] | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The trials, epochs and configs tables, read from the trial folders (nothing written)."""
     trials, epochs = [], []
     for run, trial in trial_dirs(sweep):
         row, epoch_rows = trial_row(run, trial, metric=metric, mode=mode, epochs_total=None,
@@ -306,10 +322,18 @@ def collect(sweep_uri: str, *, metric: str = record.DEFAULT_METRIC, mode: str = 
         trials.append(row)
         epochs += epoch_rows
     trials, configs = aggregate(trials, mode=mode)
-    trials_t, epochs_t = _table(trials), _table(epochs)
+    return _table(trials), _table(epochs), _table(configs)
+
+
+def collect(sweep_uri: str, *, metric: str = record.DEFAULT_METRIC, mode: str = "max", scope: str = "all",
+            statuses: dict[str, str] | None = None) -> tuple[pa.Table, pa.Table]:
+    """Read every trial of the sweep at ``sweep_uri`` and write its Parquet tables (trials,
+    epochs, and configs: one row per configuration over its seeds and folds)."""
+    sweep = require_sweep(sweep_uri)
+    trials_t, epochs_t, configs_t = _tables(sweep, metric=metric, mode=mode, scope=scope, statuses=statuses)
     out = sweep.join(RESULTS_DIR)
     out.fs.create_dir(out.path, recursive=True)
-    for name, table in (("trials", trials_t), ("epochs", epochs_t), ("configs", _table(configs))):
+    for name, table in (("trials", trials_t), ("epochs", epochs_t), ("configs", configs_t)):
         # Write beside, then move: a reader never sees half a table.
         tmp = out.join(f".{name}.parquet.tmp")
         pq.write_table(table, tmp.path, filesystem=out.fs)
@@ -323,11 +347,15 @@ def collect_as_run(sweep_uri: str, state: SweepState) -> tuple[pa.Table, pa.Tabl
 
 
 def read_results(sweep_uri: str) -> tuple[pa.Table, pa.Table]:
-    """The stored tables; rebuilt from the trial folders when absent."""
-    sweep = Location.parse(sweep_uri)
+    """The stored tables of the sweep at ``sweep_uri``. A read: it writes nothing. Without a
+    store yet (a sweep still running, or cut short), the tables are built from the trial
+    folders in memory; ``collect`` (``skelray sweep results --refresh``) writes them."""
+    sweep = require_sweep(sweep_uri)
     res = sweep.join(RESULTS_DIR)
     if not res.join("trials.parquet").exists():
-        return collect_as_run(sweep_uri, sweep_state(sweep))
+        state = sweep_state(sweep)
+        trials, epochs, _ = _tables(sweep, metric=state.metric, mode=state.mode, scope=state.scope)
+        return trials, epochs
     return (pq.read_table(res.join("trials.parquet").path, filesystem=res.fs),
             pq.read_table(res.join("epochs.parquet").path, filesystem=res.fs))
 

@@ -22,13 +22,20 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from skelray.console import make_console
 from skelray.errors import ConfigError
 from skelray.record import SWEEP_STATE_FILE, SweepState
 from skelray.runtime import start_ray
 from skelray.sweep.costs import CostPlan, load_costs, measure_after_run, plan_run, trial_latencies
-from skelray.sweep.results import Location, collect, sweep_state, write_sweep_state
+from skelray.sweep.results import SPEC_FILE, Location, collect, sweep_state, write_sweep_state
 
-SPEC_FILE = "sweep.yaml"
+# Tune logs "The `process_trial_result` operation took 2.4 s, which may be a performance
+# bottleneck" whenever one driver step takes over 0.5 s (TUNE_WARN_THRESHOLD_S, read once when
+# ray.tune is imported, which this module does not do itself). A sweep's driver waits on Ray
+# calls (the W&B callback hands each result to its logging actor's queue), and under load one
+# step takes seconds, beside epochs of seconds to minutes: only a stall of 10 s matters to a
+# sweep. Set here, when a sweep is run, and never over a value the user set.
+os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")
 
 
 @dataclass
@@ -151,7 +158,7 @@ def _check_cluster(spec) -> None:
 def run_sweep(spec, *, address: str | None = None, storage: str | None = None,
               console: Console | None = None) -> SweepOutcome:
     """Run a new sweep to completion and write its results store."""
-    console = console or Console()
+    console = console or make_console()
     root = storage or spec.storage or default_storage()
     sweep = Location.parse(root).join(spec.name)
     if sweep.join(SWEEP_STATE_FILE).exists() or sweep.join("run-0").exists():
@@ -193,7 +200,7 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
     add that many samples as a new run (Tune itself cannot grow a finished experiment)."""
     from ray import tune
 
-    console = console or Console()
+    console = console or make_console()
     sweep, spec = load_sweep_dir(sweep_dir)
     state = sweep_state(sweep)
     runs = list(state.runs)

@@ -9,6 +9,7 @@ import pytest
 from skelray.ensemble._candidates import Candidate
 from skelray.ensemble._select import Budget, greedy_select, refine_weights
 from skelray.ensemble.combine import softmax, top1, top_k, weighted_logits
+from skelray.sweep.aggregate import best_first
 
 LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
 
@@ -96,7 +97,31 @@ def test_best_single_is_the_sweeps_pick_when_trials_have_scores():
     sharp, steady = cand("sharp", list(range(9))), cand("steady", list(range(7)))
     assert _best([sharp, steady]).key == "sharp"  # no scores: validation top-1 of the checkpoints
     # The sweep ranked steady first (e.g. by its last five epochs): the report compares with that.
-    sharp.rank, steady.rank = 0.80, 0.85
+    sharp.order = best_first({"score": 0.80, "run": "run-0", "trial_name": "t00000-sharp"})
+    steady.order = best_first({"score": 0.85, "run": "run-0", "trial_name": "t00001-steady"})
     assert _best([sharp, steady]).key == "steady"
-    steady.rank = None  # a trial without a score: back to validation top-1 for all
+    steady.order = None  # a candidate not read from a trials table: validation top-1 for all
     assert _best([sharp, steady]).key == "sharp"
+
+
+def test_ties_rank_as_the_leaderboard_ranks_them():
+    # Equal scores: the earlier trial first, whatever order the rows come in, and the
+    # leaderboard and the ensemble's best single trial name the same one.
+    import pyarrow as pa
+
+    from skelray.ensemble.builder import _best
+    from skelray.sweep.report import trial_leaderboard
+
+    rows = [{"run": "run-1", "trial_name": "t00000-b", "status": "TERMINATED", "epochs_run": 1, "score": 0.5},
+            {"run": "run-0", "trial_name": "t00002-c", "status": "TERMINATED", "epochs_run": 1, "score": 0.5},
+            {"run": "run-0", "trial_name": "t00001-a", "status": "TERMINATED", "epochs_run": 1, "score": 0.4}]
+    for mode, first in (("max", "t00002-c"), ("min", "t00001-a")):
+        table = trial_leaderboard(pa.Table.from_pylist(rows), mode=mode)
+        listed = list(table.columns[1].cells)
+        cands = [cand(r["trial_name"], list(range(5))) for r in rows]
+        for c, r in zip(cands, rows):
+            c.order = best_first(r, mode)
+        assert listed[0] == first and _best(cands).key == first
+    # The --more run's trial with the same score comes after run-0's; run-10 after run-2.
+    assert sorted(["run-10", "run-2", "run-0"], key=lambda run: best_first({"run": run, "score": 1.0})) == \
+        ["run-0", "run-2", "run-10"]

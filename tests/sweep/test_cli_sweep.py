@@ -36,3 +36,32 @@ def test_validate_counts_trials_of_a_shipped_sweep(tmp_path):
     result = _skelray("sweep", "validate", str(repo / "sweeps" / "demo.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "4 trials" in result.stdout
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_read_commands_on_a_folder_that_is_not_a_sweep_write_nothing(tmp_path):
+    # A folder with some unrelated content, and the results folder of a (would-be) sweep:
+    # neither is a sweep folder, and every read command says so without writing into it.
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "readme.txt").write_text("not a sweep\n")
+    (other / "results").mkdir()
+    before = _tree(tmp_path)
+    for args in (["ensemble", "build", str(other), "-o", str(tmp_path / "out" / "ENSEMBLE.json")],
+                 ["sweep", "results", str(other)], ["sweep", "results", str(other / "results")],
+                 ["sweep", "results", str(other), "--refresh"],
+                 ["export", str(other), "--trial", "t00000", "-o", str(tmp_path / "bundle")]):
+        result = _skelray(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "is not a skelray sweep folder" in result.stderr and "sweep.yaml" in result.stderr, args
+        assert "Traceback" not in result.stderr
+        assert _tree(tmp_path) == before, args
+
+
+def test_export_help_says_a_sweep_folder_needs_trial(tmp_path):
+    result = _skelray("export", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "needs --trial" in " ".join(result.stdout.split())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from skelray.cli import app
+from skelray.console import make_console
 from skelray.errors import ConfigError
 from skelray.runtime import start_ray
 from skelray.sweep.results import Location, read_results
@@ -124,6 +127,41 @@ def test_target_ends_the_whole_sweep(tmp_path, tiny_sweep):
     assert [(r["trial_name"], r["epochs_run"]) for r in ran] == [("t00000-pa_count=1", 1)]
     (run,) = [read_offline_run(p) for p in offline_runs(Location.parse(outcome.sweep_dir))]
     assert [h["epoch"] for h in run["history"]] == [1]
+
+
+@pytest.fixture
+def busy_cpus():
+    """Two processes spinning beside the test (one per core of a 2-core CI machine), each
+    bounded to 120 s and stopped when the test ends: the contention under which W&B's writer
+    used to be killed before it flushed."""
+    spin = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end:\n    pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    yield
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_target_under_cpu_contention_keeps_every_wandb_epoch(tmp_path, tiny_sweep, busy_cpus):
+    # Two trials at once, stopped together when the first reaches epoch 2: each W&B run holds
+    # exactly the epochs Tune recorded for its trial, the cut-short one's included.
+    spec = load_sweep(tiny_sweep("contended", str(tmp_path), search={"model.kwargs.pa_count": {"grid": [1, 2, 3]}},
+                                 train={"epochs": 3, "batch_size": 8, "lr": 0.05, "latency_batches": [1]},
+                                 max_concurrent=2, metric="epoch", mode="max", target=2))
+    log = io.StringIO()  # not a terminal, as a log file: a progress line per epoch
+    outcome = run_sweep(spec, console=make_console(file=log))
+    _, epochs = read_results(outcome.sweep_dir)
+    recorded: dict[str, list[int]] = {}
+    for row in epochs.to_pylist():
+        recorded.setdefault(row["trial_name"], []).append(row["epoch"])
+        assert re.search(rf"\] epoch  {re.escape(row['trial_name'])}  {row['epoch']}/3  epoch={row['epoch']}  "
+                         r"val/top1=[0-9.]+  train/loss=[0-9.]+", log.getvalue()), log.getvalue()
+    assert max(e for es in recorded.values() for e in es) == 2
+    runs = {r["name"]: [h["epoch"] for h in r["history"]]
+            for r in (read_offline_run(p) for p in offline_runs(Location.parse(outcome.sweep_dir)))}
+    assert set(recorded) <= set(runs)
+    for name, history in runs.items():  # a trial stopped before its first epoch: a run, no history
+        assert history == sorted(recorded.get(name, [])), name
 
 
 def test_diverging_trial_stops_itself(tmp_path, tiny_sweep):
