@@ -216,6 +216,10 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
             tuner = tune.Tuner.restore(spec_storage_uri(last), trainable=_trainable(
                 spec, trial_latencies(load_costs(sweep))), resume_unfinished=True, resume_errored=True)
             tuner.fit()
+        elif not state.finished:
+            # The driver stopped after recording the run but before Tune saved any state of it,
+            # so no trial of it can have finished: run it again rather than call it done.
+            runs = _rerun_unsaved(spec, sweep, runs, console)
         if more > 0:
             run = f"run-{len(runs)}"
             runs.append(run)
@@ -232,6 +236,23 @@ def resume_sweep(sweep_dir: str, *, address: str | None = None, more: int = 0,
             import ray
 
             ray.shutdown()
+
+
+def _rerun_unsaved(spec, sweep: Location, runs: list[str], console: Console) -> list[str]:
+    """Start again the last run, which Tune saved nothing of; the runs the sweep now has. A
+    first run starts over as `sweep run` would; a `--more` run (whose size the sweep does not
+    record) is dropped, its folder left as it is, and is added again with `--more N`."""
+    run = runs[-1]
+    if run != "run-0":
+        console.print(f"[yellow]{run} of sweep {spec.name} stopped before Tune saved any state of it: "
+                      f"it is dropped (its folder is kept); add its samples again with --more N[/]")
+        runs = runs[:-1]
+        write_sweep_state(sweep, _state(spec, runs, finished=False))
+        return runs
+    console.print(f"{run} of sweep {spec.name} stopped before Tune saved any state of it: starting it again")
+    plan = plan_run(spec, sweep, console=console)
+    _tuner(spec, sweep, run, console=console, plan=plan).fit()
+    return runs
 
 
 def _more_spec(spec, more: int, run_index: int):

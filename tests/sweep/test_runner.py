@@ -215,3 +215,30 @@ def test_killed_driver_then_resume_and_more(tmp_path, tiny_sweep):
     added = [r for r in trials.to_pylist() if r["run"] == "run-1"]
     assert len(added) == 3 and {r["config.train.seed"] for r in added} == {1000}
     assert {r["status"] for r in added} == {"TERMINATED"}
+
+
+def test_resume_reruns_a_first_run_that_stopped_before_tune_saved_anything(tmp_path, tiny_sweep, monkeypatch):
+    """The driver recorded run-0 in sweep_state.json, then stopped before Tune wrote any state:
+    resume runs it, instead of calling the sweep finished with no trial."""
+    import skelray.sweep.runner as runner
+
+    spec = load_sweep(tiny_sweep("unsaved", str(tmp_path), train={"epochs": 1, "batch_size": 16,
+                                                                   "latency_batches": [1]}))
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C after the state was written, before the Tuner started
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_tuner", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(spec)
+    sweep_dir = tmp_path / "unsaved"
+    state = json.loads((sweep_dir / "sweep_state.json").read_text())
+    assert state["runs"] == ["run-0"] and not state["finished"]
+
+    out = io.StringIO()
+    outcome = resume_sweep(str(sweep_dir), console=make_console(file=out))
+    assert "starting it again" in out.getvalue()
+    trials, _ = read_results(outcome.sweep_dir)
+    assert trials.num_rows == 2 and set(trials.column("status").to_pylist()) == {"TERMINATED"}
+    assert json.loads((sweep_dir / "sweep_state.json").read_text())["finished"]
