@@ -118,7 +118,11 @@ def open_session(client: str, concurrency: int):
 def server_cpu_s(replica_pid: int) -> dict[str, float]:
     """CPU seconds so far of Serve's HTTP proxy and of the fused replica (found among this
     driver's child processes, so another Ray instance on the machine is never counted)."""
-    import psutil
+    import importlib
+
+    import ray  # noqa: F401 - puts the psutil Ray ships (ray/thirdparty_files) on sys.path
+
+    psutil = importlib.import_module("psutil")  # after ray: not a dependency of skelray's own
 
     out = {"proxy": 0.0, "replica": 0.0}
     for proc in psutil.Process().children(recursive=True):
