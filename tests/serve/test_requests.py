@@ -57,6 +57,18 @@ def test_every_body_format_gives_the_same_clips():
     assert len(clips) == 1
 
 
+def test_fast_json_decoding_gives_what_the_json_module_gives():
+    # float64 values at every scale (what a client's float() gives), not only float32 ones
+    values = np.random.default_rng(1).standard_normal((1, 10, 20, 3)) * np.logspace(-30, 30, 3)
+    body = json.dumps({"keypoints": values.tolist()}).encode()
+    (clip,), _ = parse_body(body, "application/json", LIMITS)
+    assert np.array_equal(clip, np.asarray(json.loads(body)["keypoints"], dtype=np.float32))
+    # what the fast parser refuses goes to the json module: UTF-16 text, a lone surrogate
+    (clip,), _ = parse_body(json.dumps({"keypoints": CLIP.tolist()}).encode("utf-16"), "application/json", LIMITS)
+    assert np.array_equal(clip, CLIP)
+    reject(json.dumps({"keypoints": CLIP.tolist(), "x\ud800": 1}).encode(), match="unknown field")
+
+
 def test_top_k_from_body_or_query():
     body = json.dumps({"keypoints": CLIP.tolist(), "top_k": 2}).encode()
     assert parse_body(body, "application/json", LIMITS)[1] == 2
