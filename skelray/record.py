@@ -47,6 +47,7 @@ PARAMS_FILE = "params.json"  # Tune: the trial's config
 RESULT_FILE = "result.json"  # Tune: one JSON line per report
 ERROR_FILE = "error.txt"  # Tune: failure log
 CHECKPOINT_PREFIX = "checkpoint_"  # Tune: checkpoint_000003/
+CHECKPOINT_DIR_KEY = "checkpoint_dir_name"  # Tune: the result.json key naming a report's checkpoint
 WEIGHTS_FILE = "state.pt"  # trial: torch state (skelray.train.trial reads and writes it)
 TRIAL_FILE = "trial.json"  # trial: a TrialRecord
 LOGITS_FILE = "logits.npz"  # trial: a Logits

@@ -18,6 +18,7 @@ A checkpoint directory holds (the files and their records are defined in ``skelr
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -287,6 +288,41 @@ def tune_trainable(config: dict[str, Any], latencies: Mapping[str, Mapping[str, 
         run_trial(cfg, data=node_splits(cfg.data), report=report, device="cuda" if use_gpu else "cpu",
                   latencies=latencies)
         return
+    checkpoint = latest_reported_checkpoint(checkpoint)
     with checkpoint.as_directory() as resume_dir:
+        if record.load_checkpoint_record(resume_dir).epoch >= cfg.train.epochs:
+            return  # it had finished: its reports and checkpoints are all on disk already
         run_trial(cfg, data=node_splits(cfg.data), report=report, resume_from=resume_dir,
                   device="cuda" if use_gpu else "cpu", latencies=latencies)
+
+
+def latest_reported_checkpoint(given: Any) -> Any:
+    """The newest checkpoint the trial's own ``result.json`` names, where it is newer than
+    ``given`` (the ``tune.Checkpoint`` Tune restored the trial with); else ``given``.
+
+    Tune saves its experiment state every few seconds, so a driver killed just after a trial
+    reported restores that trial from an older checkpoint, and the trial would train its last
+    epochs again, finished or not. ``result.json`` sits beside the checkpoints and gets a line
+    only after that line's checkpoint was persisted, so a checkpoint it names is complete."""
+    import posixpath
+
+    from ray import tune
+
+    fs, trial = given.filesystem, posixpath.dirname(given.path.rstrip("/"))
+    try:
+        with fs.open_input_stream(posixpath.join(trial, record.RESULT_FILE)) as f:
+            text = f.read().decode()
+    except (OSError, FileNotFoundError):
+        return given  # not on this storage (yet): Tune's is the newest known
+    newest = posixpath.basename(given.path.rstrip("/"))
+    for line in text.splitlines():
+        try:
+            name = json.loads(line).get(record.CHECKPOINT_DIR_KEY)
+        except ValueError:
+            continue  # a line the kill cut short
+        # Tune's names, checkpoint_000003, sort in the order they were written.
+        if isinstance(name, str) and name.startswith(record.CHECKPOINT_PREFIX) and name > newest:
+            newest = name
+    if newest == posixpath.basename(given.path.rstrip("/")):
+        return given
+    return tune.Checkpoint(path=posixpath.join(trial, newest), filesystem=fs)
