@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from skelray.data.layouts import get_layout
+from skelray.data.layouts import Layout, get_layout
 from skelray.data.transforms import (
     ClipDraws,
     Preprocess,
@@ -68,10 +68,9 @@ def _frame_positions(pp: Preprocess, totals: np.ndarray, draws: list[ClipDraws] 
     return lo, hi, (pos - lo).astype(np.float32)
 
 
-def _linear_maps(pp: Preprocess, refs: np.ndarray, dims: int, draws: list[ClipDraws] | None
+def _linear_maps(pp: Preprocess, layout: Layout, refs: np.ndarray, dims: int, draws: list[ClipDraws] | None
                  ) -> np.ndarray | None:
     """Each clip's composed ``(dims, dims)`` map (float64), or None when every one is the identity."""
-    layout = get_layout(pp.layout)
     n = len(refs)
     maps = None
     if pp.normalize and pp.align and dims == 3 and layout.align_z is not None:
@@ -152,7 +151,7 @@ def preprocess_batch(pp: Preprocess, clips: Sequence[np.ndarray], *, train: bool
             refs[i] = a[0, first_present(a[0])]
     centres = refs[:, layout.center, :dims].astype(np.float64) if pp.normalize else np.zeros((n, dims))
     # The per-clip path aligns the centred frame (in float32): the same values here.
-    maps = _linear_maps(pp, refs[..., :dims] - centres[:, None, :].astype(np.float32), dims, draws)
+    maps = _linear_maps(pp, layout, refs[..., :dims] - centres[:, None, :].astype(np.float32), dims, draws)
     if upper is not None:
         # Interpolation mixes two frames, each centred (or left at zero) on its own before mixing,
         # as the per-clip path does; the linear maps are applied after the mix.

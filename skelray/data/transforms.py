@@ -59,11 +59,6 @@ def rotations_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The 3x3 rotation that turns direction ``a`` into direction ``b``."""
-    return rotations_between(np.asarray(a)[None], b)[0]
-
-
 def align_rotations(ref: np.ndarray, layout: Layout) -> np.ndarray:
     """``(N, 3, 3)`` rotations taking each reference frame ``(N, V, >=3)`` (centred) to the
     layout's body axes: ``align_z`` along +z, then ``align_x`` (its part orthogonal to z) along +x."""

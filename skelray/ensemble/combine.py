@@ -9,6 +9,7 @@ one); its probabilities are their softmax.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,3 +53,10 @@ def top_k(probs: np.ndarray, k: int, class_names: Sequence[str]) -> list[list[di
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return [[{"index": int(c), "label": class_names[c] if c < len(class_names) else str(c),
               "probability": float(row[c])} for c in idx] for row, idx in zip(probs, order)]
+
+
+def answer(logits: np.ndarray, k: int, class_names: Sequence[str]) -> dict[str, Any]:
+    """What a prediction returns: ``{"probabilities": (N, classes), "top_k": [[{index, label,
+    probability}]]}`` of ensemble logits (offline ``Bundle.predict`` and both serving graphs)."""
+    probs = softmax(logits)
+    return {"probabilities": probs, "top_k": top_k(probs, k, class_names)}

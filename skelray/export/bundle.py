@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from skelray.ensemble.combine import softmax, top_k, weighted_logits
+from skelray.ensemble.combine import answer, weighted_logits
 from skelray.export._structure import build_structure, load_state
 from skelray.export.manifest import (
     SERVE_DTYPES,
@@ -62,8 +62,8 @@ def load_member(root: str | Path, member: MemberSpec, *, device: str = "cpu",
     """One member's fused model, in eval mode, from its safetensors file, on ``device`` at
     ``dtype``: float32, or a dtype the export checked it at (``member.check.dtypes``). Its
     input must be cast to the same dtype."""
+    target = torch_dtype(dtype)  # an unknown name is refused here
     member.require_checked(dtype)
-    target = torch_dtype(dtype)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -154,8 +154,7 @@ class Bundle:
 
     def predict(self, clips: Sequence[np.ndarray], *, k: int = 5) -> dict[str, Any]:
         """``{"probabilities": (N, classes), "top_k": [[{index, label, probability}]]}``."""
-        probs = softmax(self.logits(clips))
-        return {"probabilities": probs, "top_k": top_k(probs, k, self.manifest.class_names)}
+        return answer(self.logits(clips), k, self.manifest.class_names)
 
 
 def load_bundle(root: str | Path, *, device: str = "cpu", verify: bool = True, dtype: str = "float32") -> Bundle:

@@ -125,14 +125,23 @@ def _check_inputs(pp: Any, in_channels: int, num_joints: int,
 
 
 @torch.inference_mode()
+def _reference(trained: torch.nn.Module, inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The training form's float32 logits per input kind: what every check compares with."""
+    return {kind: trained(torch.from_numpy(x)) for kind, x in inputs.items()}
+
+
+@torch.inference_mode()
 def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str, np.ndarray],
-             dtype: torch.dtype = torch.float32) -> tuple[dict[str, float], float, dict[str, np.ndarray]]:
+             dtype: torch.dtype = torch.float32, reference: dict[str, torch.Tensor] | None = None
+             ) -> tuple[dict[str, float], float, dict[str, np.ndarray]]:
     """(largest |fused - trained| logit per input kind, largest |trained| logit, fused logits),
-    the fused form run at ``dtype`` and the training form in float32."""
+    the fused form run at ``dtype`` and the training form in float32 (its logits ``reference``
+    when given, so checks at several dtypes run it once)."""
+    reference = reference if reference is not None else _reference(trained, inputs)
     diffs, scale, fused_out = {}, 0.0, {}
     for kind, x in inputs.items():
         t = torch.from_numpy(x)
-        a, b = trained(t), fused(t.to(dtype)).float()
+        a, b = reference[kind], fused(t.to(dtype)).float()
         diffs[kind] = float((a - b).abs().max())
         scale = max(scale, float(a.abs().max()))
         fused_out[kind] = b.numpy()
@@ -140,7 +149,8 @@ def _compare(trained: torch.nn.Module, fused: torch.nn.Module, inputs: dict[str,
 
 
 def _check_dtypes(name: str, trained: torch.nn.Module, served: torch.nn.Module, inputs: dict[str, np.ndarray],
-                  dtypes: tuple[str, ...], where: str) -> dict[str, float]:
+                  dtypes: tuple[str, ...], where: str, reference: dict[str, torch.Tensor] | None = None
+                  ) -> dict[str, float]:
     """The check repeated at each serving dtype but float32: largest difference per dtype."""
     from skelray.export.bundle import torch_dtype
 
@@ -149,7 +159,7 @@ def _check_dtypes(name: str, trained: torch.nn.Module, served: torch.nn.Module, 
         if kind == "float32":
             continue
         target = torch_dtype(kind, where="dtypes")
-        diffs, scale, _ = _compare(trained, copy.deepcopy(served).to(target), inputs, target)
+        diffs, scale, _ = _compare(trained, copy.deepcopy(served).to(target), inputs, target, reference)
         worst, tol = max(diffs.values()), SERVE_DTYPES[kind]
         if not worst <= tol * max(1.0, scale):
             raise BundleError(f"member {name}: in {kind} the fused form differs from the training form by "
@@ -199,7 +209,8 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
                         allow_reshape=compacted, overrides=structure)
     val = _val_clips(src) if check_data else None
     inputs = _check_inputs(pp, m.in_channels, get_layout(m.layout).num_joints, val[0] if val else None)
-    diffs, scale, outs = _compare(trained, served, inputs)
+    reference = _reference(trained, inputs)
+    diffs, scale, outs = _compare(trained, served, inputs, reference=reference)
     worst = max(diffs.values())
     if not worst <= tolerance * max(1.0, scale):  # "not <=" also catches NaN
         raise BundleError(f"member {name}: the fused form differs from the training form by {worst:.3g} "
@@ -207,7 +218,7 @@ def _export_member(i: int, src: _Source, out: Path, *, tolerance: float, check_d
                           where=str(src.checkpoint),
                           fix="a block's fuse() is not exact for this model; report it, "
                               "or pass a larger --tolerance")
-    at_dtypes = _check_dtypes(name, trained, served, inputs, dtypes, str(src.checkpoint))
+    at_dtypes = _check_dtypes(name, trained, served, inputs, dtypes, str(src.checkpoint), reference)
     val_diff = float(np.abs(outs["val"] - val[1]).max()) if val else None
     params, macs = profile(served, (1, pp.persons, pp.frames, inputs["random"].shape[3], m.in_channels))
     spec = MemberSpec(

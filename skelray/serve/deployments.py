@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from skelray.ensemble.combine import softmax, top_k, weighted_logits
+from skelray.ensemble.combine import answer, weighted_logits
 from skelray.export.bundle import StreamPlan, ensure_layout, run_streams
 from skelray.export.manifest import read_manifest
-from skelray.serve.replica import Watchdog, load_members, probe_clip, run_model
+from skelray.serve.replica import Watchdog, apply_batching, load_members, probe_clip, run_model
 
 __all__ = ["HEALTH_TIMEOUT_S", "Ensemble", "Member", "Preprocess", "Watchdog", "awaitable"]
 
@@ -43,8 +43,7 @@ class Member:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: batching can be retuned without restarting the replica."""
-        self.forward.set_max_batch_size(int(config.get("max_batch_size", 16)))
-        self.forward.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
+        apply_batching(self.forward, config)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return run_model(self.model, x, self.device)
@@ -102,8 +101,7 @@ class Ensemble:
         calls = [[self.members[name].forward.remote(streams[self.plan.member_key[name]][i]) for i in range(n)]
                  for name in self.names]
         logits = [np.stack(await asyncio.gather(*row)) for row in calls]
-        probs = softmax(weighted_logits(logits, self.weights))
-        return {"probabilities": probs, "top_k": top_k(probs, k, self.class_names)}
+        return answer(weighted_logits(logits, self.weights), k, self.class_names)
 
     async def ping(self) -> dict[str, str]:
         """Each member's health, asked directly (what /healthz reports)."""

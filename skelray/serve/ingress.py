@@ -30,12 +30,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from skelray.ensemble.combine import softmax, top_k
+from skelray.ensemble.combine import answer
 from skelray.errors import SkelrayError
 from skelray.export.manifest import read_manifest
 from skelray.serve._requests import Limits, RequestError, check_length, parse_body, read_body
 from skelray.serve.deployments import HEALTH_TIMEOUT_S, awaitable
-from skelray.serve.replica import FusedEnsemble
+from skelray.serve.replica import FusedEnsemble, apply_batching
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="skelray", description="Skeleton action recognition: an exported skelray bundle.")
@@ -57,8 +57,7 @@ class Ingress:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config`` of the fused graph: batching can be retuned without a restart."""
-        self.batched.set_max_batch_size(int(config.get("max_batch_size", 16)))
-        self.batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
+        apply_batching(self.batched, config)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def batched(self, clips: list[np.ndarray]) -> list[np.ndarray]:
@@ -71,8 +70,7 @@ class Ingress:
             # The preprocess response is passed on unresolved: its arrays go to Ensemble directly.
             return await self.ensemble.remote(self.preprocess.remote(clips), k)
         logits = np.stack(await asyncio.gather(*(self.batched(c) for c in clips)))
-        probs = softmax(logits)
-        return {"probabilities": probs, "top_k": top_k(probs, k, self.manifest.class_names)}
+        return answer(logits, k, self.manifest.class_names)
 
     @api.post("/v1/predict")
     async def predict(self, request: Request) -> JSONResponse:

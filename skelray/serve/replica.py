@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from skelray.ensemble.combine import weighted_logits
-from skelray.export.bundle import StreamPlan, ensure_layout, load_member, run_streams
+from skelray.export.bundle import Bundle, ensure_layout, load_member
 from skelray.export.manifest import Manifest, read_manifest
 
 # A batch still running after this long means the replica is stuck (a forward of a batch of 16
@@ -78,6 +78,13 @@ def replica_device() -> tuple[str, int]:
     return device, threads
 
 
+def apply_batching(batched: Any, config: dict[str, Any]) -> None:
+    """A replica's ``user_config`` (``config.plan`` writes it) applied to its ``@serve.batch``
+    method, so batching is retuned without restarting the replica."""
+    batched.set_max_batch_size(int(config.get("max_batch_size", 16)))
+    batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
+
+
 def load_members(bundle: str, names: Sequence[str] | None = None, *, verify: bool = True,
                  dtype: str = "float32") -> tuple[Manifest, dict[str, Any], str]:
     """The manifest and the fused models of ``names`` (default: every member), loaded for this
@@ -116,10 +123,9 @@ class FusedEnsemble:
 
     def __init__(self, bundle: str, verify: bool = True, dtype: str = "float32") -> None:
         self.manifest, self.models, self.device = load_members(bundle, verify=verify, dtype=dtype)
-        self.plan = StreamPlan.of(self.manifest)
-        self.preprocessors = self.plan.preprocessors()
+        # The offline ensemble over the same models dict: the steps are Bundle.logits' own.
+        self.bundle = Bundle(Path(bundle), self.manifest, self.models, self.device, dtype)
         self.names = [m.name for m in self.manifest.members]
-        self.weights = [m.weight for m in self.manifest.members]
         self.forwards = self.clips = 0  # batched forward passes, and the clips they held
         self.watchdogs = {n: Watchdog(n, self._probe(n), self.manifest.num_classes) for n in self.names}
 
@@ -133,12 +139,10 @@ class FusedEnsemble:
         self.clips += len(clips)
         batches = [w.started() for w in self.watchdogs.values()]
         try:
-            streams = run_streams(self.preprocessors, clips)
-            per = [run_model(self.models[n], streams[self.plan.member_key[n]], self.device) for n in self.names]
+            return self.bundle.logits(clips)
         finally:
             for w, b in zip(self.watchdogs.values(), batches):
                 w.finished(b)
-        return weighted_logits(per, self.weights)
 
     def check(self) -> dict[str, str]:
         """Every member's health check; raises the first failure (Serve then replaces the replica)."""

@@ -153,11 +153,14 @@ def _inconclusive(c: ClaimSpec, reason: str) -> ClaimRecord:
                        verdict=INCONCLUSIVE, rule="-", reason=reason)
 
 
-def evaluate(study: StudySpec, size: str, run_dir: Path) -> ClaimsFile:
-    """Every claim's record, from what has finished in ``run_dir``'s sweeps."""
+def evaluate(study: StudySpec, size: str, run_dir: Path,
+             rows: dict[str, list[dict[str, Any]]] | None = None) -> ClaimsFile:
+    """Every claim's record, from what has finished in ``run_dir``'s sweeps (their trial rows
+    ``rows``, by sweep name, when the caller has read them already)."""
     runs = {c.id for c in study.runs(size)}
     epochs = study.sizes[size].epochs
-    rows = {name: sweep_rows(run_dir / "sweeps" / name) for name in study.sweeps_for(size)}
+    if rows is None:
+        rows = {name: sweep_rows(run_dir / "sweeps" / name) for name in study.sweeps_for(size)}
     out = []
     for c in study.claims:
         if not c.sweeps():

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from skelray.sweep.stats import Interval, interval
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
-VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE)
 
 
 @dataclass(frozen=True)

@@ -111,9 +111,9 @@ def read_npz(path: str | Path, *, layout: str | None = None, on_error: OnError =
     file goes to ``on_error`` too (and is left out), but files that disagree always raise.
     """
     path = Path(path)
-    files = list_files(path, ".npz", "npz")
     if path.is_file():
         return _read_file(path, layout, on_error)
+    files = list_files(path, ".npz", "npz")
     parts = []
     for f in files:
         try:
