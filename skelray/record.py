@@ -59,6 +59,7 @@ EPOCH = "epoch"
 LR = "lr"
 EPOCH_TIME = "epoch_time_s"
 SPARSITY = "sparsity"  # sparse models only: the overall sparsity reached
+NONZERO_PARAMS = "nonzero_params"  # sparse models only: deployable parameters non-zero once masked
 DIVERGED = "diverged"  # only on the epoch whose training loss was not finite
 NODE_ID = "node_id"  # added by the Tune trainable: the Ray node that ran the epoch
 PARAMS = "params"  # sizes of the inference form (also trial.json "sizes")

@@ -179,7 +179,7 @@ def evaluate(study: StudySpec, size: str, run_dir: Path,
         b = side_values(t.b, run_dir / "sweeps" / t.b.sweep, rows[t.b.sweep])
         paired = sorted(set(a) & set(b))
         diffs = {s: a[s] - b[s] for s in paired}
-        decision, _ = decide(t.rule, list(diffs.values()), by=t.by, within=t.within, epochs=epochs,
+        decision, _ = decide(t.rule, list(diffs.values()), by=t.by, within=t.within, margin=t.margin, epochs=epochs,
                              paper_epochs=c.paper.epochs if c.paper else None)
         reason = decision.reason
         if not paired:

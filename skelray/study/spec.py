@@ -71,18 +71,21 @@ class Selector(Section):
 class TestSpec(Section):
     """How the claim is decided, on per-seed differences a - b of test top-1 (``verdict.py``)."""
 
-    rule: Literal["better", "equivalent"]
+    rule: Literal["better", "equivalent", "noninferior"]
     a: Selector
     b: Selector
     by: float = Field(0.0, ge=0)  # better: the improvement claimed, as a fraction (0.004 = 0.4 points)
     within: float = Field(0.01, gt=0)  # equivalent: the largest |a - b| that counts as equal
+    margin: float = Field(0.01, gt=0)  # noninferior: the largest loss a - b may show (0.01 = 1 point)
 
 
 class FusionCheckSpec(Section):
-    """Claim 2's check (``reparam.py``): every finished dense trial of ``sweeps``, fused against
-    its training form on its test split."""
+    """A built-in check. ``reparam`` (claim 2, ``reparam.py``): every finished dense trial of
+    ``sweeps``, fused against its training form on its test split. ``served`` (claim 6,
+    ``served.py``): the ensemble builder's choice over ``sweeps``' trials, exported, served by
+    Ray Serve and scored over HTTP on the test split, against its offline figure."""
 
-    kind: Literal["reparam"]
+    kind: Literal["reparam", "served"]
     sweeps: list[str] = Field(min_length=1)
 
 
@@ -120,6 +123,9 @@ class SizeSpec(Section):
     train: dict[str, Any] = Field(default_factory=dict)  # merged onto base.train
     max_concurrent: int | None = Field(None, ge=1)
     sweep: dict[str, Any] = Field(default_factory=dict)  # merged last onto every sweep (e.g. wandb)
+    # sweep name -> merged last onto that sweep at this size (e.g. a sparsity schedule that fits
+    # the size's epochs)
+    sweeps: dict[str, dict[str, Any]] = Field(default_factory=dict)
     claims: list[str] | None = None  # the claims this size runs; None: all
     estimate: str = ""  # the stated cost of the size and how it was derived (goes in the report)
 
@@ -147,6 +153,10 @@ class StudySpec(Section):
             unknown = sorted(set(s.claims or ()) - set(ids))
             if unknown:
                 raise ValueError(f"sizes.{size}.claims names '{unknown[0]}', which is not a claim id")
+            stray = sorted(set(s.sweeps) - set(self.sweeps))
+            if stray:
+                raise ValueError(f"sizes.{size}.sweeps names '{stray[0]}', which sweeps: does not define "
+                                 f"(defined: {', '.join(self.sweeps) or 'none'})")
         return self
 
     def runs(self, size: str) -> list[ClaimSpec]:
@@ -166,6 +176,7 @@ class StudySpec(Section):
         body = deep_merge(body, {"data": s.data, "train": {**s.train, "epochs": s.epochs},
                                  "model": {"kwargs": {"width": s.width}}})
         body = deep_merge(body, s.sweep)
+        body = deep_merge(body, s.sweeps.get(name, {}))
         body.update(name=name, seeds=s.seeds, storage=storage)
         if s.max_concurrent is not None:
             body["max_concurrent"] = s.max_concurrent

@@ -7,6 +7,9 @@ Student-t interval (``skelray.sweep.stats.interval``, the one home of the statis
   ``by`` (the data exclude an improvement as large as claimed); *held* if its lower end is above
   0 and its upper end reaches ``by`` (a is better, and the claimed size is within the
   interval); *inconclusive* otherwise (the interval contains 0 and ``by``).
+- ``noninferior`` (a loses at most ``margin`` against b): *held* if the interval's lower end is
+  above ``-margin``; *not held* if its upper end is below ``-margin`` (a loss larger than the
+  margin is certain); *inconclusive* otherwise.
 - ``equivalent`` (a equals b within ``within``): *held* if the whole interval lies inside
   [-within, within]; *not held* if it lies wholly outside it; *inconclusive* otherwise.
 
@@ -36,7 +39,8 @@ def _pts(x: float) -> str:
 
 
 def decide(rule: str, diffs: list[float], *, by: float = 0.0, within: float = 0.01,
-           epochs: int | None = None, paper_epochs: int | None = None) -> tuple[Decision, Interval | None]:
+           margin: float = 0.01, epochs: int | None = None,
+           paper_epochs: int | None = None) -> tuple[Decision, Interval | None]:
     """The decision on the per-seed differences ``diffs`` (fractions), and their interval."""
     if rule == "better":
         text = (f"a - b over seeds, 95% t interval [lo, hi]: not held if hi < {100 * by:.2f} points; "
@@ -44,6 +48,9 @@ def decide(rule: str, diffs: list[float], *, by: float = 0.0, within: float = 0.
     elif rule == "equivalent":
         text = (f"a - b over seeds, 95% t interval [lo, hi]: held if inside +-{100 * within:.2f} points; "
                 "not held if wholly outside; else inconclusive")
+    elif rule == "noninferior":
+        text = (f"a - b over seeds, 95% t interval [lo, hi]: held if lo > -{100 * margin:.2f} points; "
+                f"not held if hi < -{100 * margin:.2f}; else inconclusive")
     else:
         raise ValueError(f"unknown rule {rule!r}")
     if len(diffs) < 2:
@@ -60,6 +67,14 @@ def decide(rule: str, diffs: list[float], *, by: float = 0.0, within: float = 0.
         else:
             d = Decision(INCONCLUSIVE, text, f"{span}: the interval holds both no gain and the claimed one "
                          "(more seeds narrow it)")
+    elif rule == "noninferior":
+        if iv.low > -margin:
+            d = Decision(HELD, text, f"{span}: any loss is smaller than {100 * margin:.2f} points")
+        elif iv.high < -margin:
+            d = Decision(NOT_HELD, text, f"{span}: the loss is larger than {100 * margin:.2f} points")
+        else:
+            d = Decision(INCONCLUSIVE, text, f"{span}: holds losses both within and beyond "
+                         f"{100 * margin:.2f} points (more seeds narrow it)")
     else:
         if -within <= iv.low and iv.high <= within:
             d = Decision(HELD, text, f"{span}: inside the tolerance")

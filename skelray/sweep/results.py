@@ -42,7 +42,7 @@ SPEC_FILE = "sweep.yaml"  # the spec a sweep ran with (written by skelray.sweep.
 # What every sweep folder holds, one at least (older versions wrote no sweep_state.json).
 SWEEP_MARKERS = (SPEC_FILE, record.SWEEP_STATE_FILE, "run-0")
 # The trial metrics each row carries twice: as best.KEY (the chosen checkpoint's epoch) and final.KEY.
-SUMMARY_METRICS = (*record.EVAL_METRICS, record.TRAIN_LOSS, record.SPARSITY)
+SUMMARY_METRICS = (*record.EVAL_METRICS, record.TRAIN_LOSS, record.SPARSITY, record.NONZERO_PARAMS)
 
 
 def best_column(key: str) -> str:
