@@ -59,11 +59,13 @@ EPOCH = "epoch"
 LR = "lr"
 EPOCH_TIME = "epoch_time_s"
 SPARSITY = "sparsity"  # sparse models only: the overall sparsity reached
-NONZERO_PARAMS = "nonzero_params"  # sparse models only: deployable parameters non-zero once masked
 DIVERGED = "diverged"  # only on the epoch whose training loss was not finite
 NODE_ID = "node_id"  # added by the Tune trainable: the Ray node that ran the epoch
 PARAMS = "params"  # sizes of the inference form (also trial.json "sizes")
 MACS = "macs"
+# trial.json "sizes": parameters of the inference form that are not zero (what a sparse model
+# deploys; a dense model's are its params, but for the odd exact zero)
+NONZERO_PARAMS = "nonzero_params"
 # trial.json "sizes" (not reported to Tune): the structure key of the inference form
 # (skelray.train.measure.structure_key), by which the sweep's costs.json gives its latency.
 STRUCTURE = "structure"
@@ -106,7 +108,7 @@ EVAL_METRICS = tuple(metric_key(s, m) for s in EVAL_SPLITS for m in SPLIT_METRIC
 # TrainSpec.latency_batches' default: the sizes every trial reports unless its config says otherwise.
 DEFAULT_LATENCY_BATCHES = tuple(
     TrainSpec.model_fields["latency_batches"].get_default(call_default_factory=True))
-SIZE_KEYS = (PARAMS, MACS, *(latency_key(b) for b in DEFAULT_LATENCY_BATCHES))
+SIZE_KEYS = (PARAMS, NONZERO_PARAMS, MACS, *(latency_key(b) for b in DEFAULT_LATENCY_BATCHES))
 
 
 def reported_metrics(latency_batches: Iterable[int] = DEFAULT_LATENCY_BATCHES) -> list[str]:

@@ -9,6 +9,7 @@ record too, ``inconclusive`` with the reason. ``CLAIMS_SCHEMA`` is the JSON sche
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ KIND = "skelray-study-claims"
 SCHEMA_VERSION = 1
 TEST_TOP1 = best_column(record.TEST_TOP1)  # a trial's test top-1 at its chosen checkpoint
 SEED = "config.train.seed"
+SPARSITY_LEVEL = "config.model.sparsity.level"
 NOT_RUN = "not run by this version"
 
 
@@ -53,6 +55,8 @@ class Ours(_Model):
     difference: Figure  # a - b, paired by seed (claim 2: by trial)
     epochs: int
     speed: Figure | None = None  # claim 2: training-form / fused forward time, per trial
+    # a / b in deployed non-zero parameters, per seed (an ensemble counts all its members)
+    params: Figure | None = None
 
 
 class Paper(_Model):
@@ -101,14 +105,48 @@ def _seed(row: Mapping[str, Any]) -> str:
     return str(row.get(SEED))
 
 
+def deployed_params(row: Mapping[str, Any], sweep_dir: Path | None = None) -> float | None:
+    """A trial's deployed parameters: the non-zero ones of its inference form (a sparse model's
+    masked weights do not count). A trial of a version that did not record them is counted from
+    its chosen checkpoint (``sweep_dir`` given), else its parameter count stands in."""
+    value = row.get(record.NONZERO_PARAMS)
+    if value is None and sweep_dir is not None and row.get(SPARSITY_LEVEL) is not None and row.get("best_checkpoint"):
+        value = _counted(sweep_dir / row["run"] / row["trial_name"] / row["best_checkpoint"])
+    if value is None:
+        value = row.get(record.PARAMS)
+    return None if value is None or math.isnan(value) else float(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _counted(checkpoint: Path) -> float:
+    from skelray.models import inference_form
+    from skelray.train.measure import nonzero_params
+    from skelray.train.trial import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(checkpoint)
+    return nonzero_params(inference_form(model))
+
+
+def _total(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(sum(v for v in values if v is not None))
+
+
 def side_values(sel: Selector, sweep_dir: Path, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Seed -> the selector's number (test top-1) for every seed whose trials have finished."""
+    return side_figures(sel, sweep_dir, rows)[0]
+
+
+def side_figures(sel: Selector, sweep_dir: Path,
+                 rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float | None]]:
+    """Seed -> the selector's test top-1, and seed -> its deployed parameters (``deployed_params``,
+    summed over an ensemble's members), for every seed whose trials have finished."""
     picked = [r for r in rows if _matches(r, sel.where) and r.get("status") in FINISHED]
     by_seed: dict[str, list[dict[str, Any]]] = {}
     for r in picked:
         by_seed.setdefault(_seed(r), []).append(r)
+    out: dict[str, float] = {}
+    params: dict[str, float | None] = {}
     if sel.ensemble is None:
-        out = {}
         for seed, members in by_seed.items():
             if len(members) > 1:
                 raise ConfigError(f"picks {len(members)} trials of seed {seed} in sweep '{sel.sweep}'",
@@ -117,14 +155,15 @@ def side_values(sel: Selector, sweep_dir: Path, rows: list[dict[str, Any]]) -> d
             value = members[0].get(TEST_TOP1)
             if value is not None and not math.isnan(value):
                 out[seed] = float(value)
-        return out
+                params[seed] = deployed_params(members[0], sweep_dir)
+        return out, params
     from skelray.ensemble import build_ensemble, ensemble_of
 
     if not sweep_state(Location.parse(str(sweep_dir))).finished:
-        return {}  # members are chosen among a seed's trials: only once all have run
-    out = {}
+        return {}, {}  # members are chosen among a seed's trials: only once all have run
     for seed, members in by_seed.items():
-        keys = {f"{r['run']}/{r['trial_name']}": str(r.get(f"config.{sel.member_by}")) for r in members}
+        by_key = {f"{r['run']}/{r['trial_name']}": r for r in members}
+        keys = {k: str(r.get(f"config.{sel.member_by}")) for k, r in by_key.items()}
         if sel.ensemble == "fixed":
             assert sel.weights is not None
             if set(keys.values()) != set(sel.weights):
@@ -134,14 +173,25 @@ def side_values(sel: Selector, sweep_dir: Path, rows: list[dict[str, Any]]) -> d
             spec = build_ensemble(sweep_dir, pool=set(keys))
         if spec.ensemble.test_top1 is not None:
             out[seed] = float(spec.ensemble.test_top1)
-    return out
+            params[seed] = _total([deployed_params(by_key[m.key], sweep_dir) if m.key in by_key else None
+                                   for m in spec.members])
+    return out, params
 
 
-def _figure(label: str, values: Mapping[str, float]) -> Figure:
+ACCURACY, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)  # the ranges a top-1 and a difference of two can take
+
+
+def _figure(label: str, values: Mapping[str, float], bounds: tuple[float, float] | None = None) -> Figure:
+    """Mean and 95% t interval of ``values``; the interval cut to ``bounds`` when given (with
+    two or three seeds it can reach past what the number can be: past the bound the interval
+    only says that the data do not narrow it there)."""
     if not values:
         return Figure(label=label, mean=None, low=None, high=None, n=0, per_seed={})
     iv = interval(list(values.values()))
-    return Figure(label=label, mean=iv.mean, low=iv.low, high=iv.high, n=iv.n, per_seed=dict(values))
+    low, high = iv.low, iv.high
+    if bounds is not None and low is not None and high is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Figure(label=label, mean=iv.mean, low=low, high=high, n=iv.n, per_seed=dict(values))
 
 
 def _paper(c: ClaimSpec) -> Paper | None:
@@ -175,10 +225,11 @@ def evaluate(study: StudySpec, size: str, run_dir: Path,
             continue
         t = c.test
         assert t is not None
-        a = side_values(t.a, run_dir / "sweeps" / t.a.sweep, rows[t.a.sweep])
-        b = side_values(t.b, run_dir / "sweeps" / t.b.sweep, rows[t.b.sweep])
+        a, a_params = side_figures(t.a, run_dir / "sweeps" / t.a.sweep, rows[t.a.sweep])
+        b, b_params = side_figures(t.b, run_dir / "sweeps" / t.b.sweep, rows[t.b.sweep])
         paired = sorted(set(a) & set(b))
         diffs = {s: a[s] - b[s] for s in paired}
+        ratios = {s: pa / pb for s in paired if (pa := a_params.get(s)) is not None and (pb := b_params.get(s))}
         decision, _ = decide(t.rule, list(diffs.values()), by=t.by, within=t.within, margin=t.margin, epochs=epochs,
                              paper_epochs=c.paper.epochs if c.paper else None)
         reason = decision.reason
@@ -186,8 +237,9 @@ def evaluate(study: StudySpec, size: str, run_dir: Path,
             reason = (f"no seed has finished both sides yet ({t.a.name()}: {len(a)} seeds, "
                       f"{t.b.name()}: {len(b)}); resume the study")
         ours = Ours(metric="test top-1 (fraction), at each trial's chosen checkpoint",
-                    a=_figure(t.a.name(), a), b=_figure(t.b.name(), b),
-                    difference=_figure("a - b", diffs), epochs=epochs)
+                    a=_figure(t.a.name(), a, ACCURACY), b=_figure(t.b.name(), b, ACCURACY),
+                    difference=_figure("a - b", diffs, DIFFERENCE), epochs=epochs,
+                    params=_figure("non-zero parameters, a / b", ratios) if ratios else None)
         out.append(ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=ours,
                                verdict=decision.verdict, rule=decision.rule, reason=reason))
     return ClaimsFile(study=study.name, size=size, claims=out)
@@ -213,8 +265,9 @@ def _fusion_record(c: ClaimSpec, sweeps: Mapping[str, tuple[Path, list[dict[str,
     fused = {f.trial: f.fused_top1 for f in checks}
     trained = {f.trial: f.training_top1 for f in checks}
     ours = Ours(metric="test top-1 (fraction), fused and training form of each trial's chosen checkpoint",
-                a=_figure("fused", fused), b=_figure("training form", trained),
-                difference=_figure("fused - training", {k: fused[k] - trained[k] for k in fused}), epochs=epochs,
+                a=_figure("fused", fused, ACCURACY), b=_figure("training form", trained, ACCURACY),
+                difference=_figure("fused - training", {k: fused[k] - trained[k] for k in fused}, DIFFERENCE),
+                epochs=epochs,
                 speed=_figure("training / fused forward time", {f.trial: f.speedup for f in checks}))
     worst = max((abs(f.fused_top1 - f.training_top1), f.trial) for f in checks) if checks else (0.0, "")
     logit = max((f.max_logit_diff for f in checks), default=0.0)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skelray.study.claims import CLAIMS_SCHEMA, ClaimRecord, ClaimsFile, Figure, evaluate, sweep_rows
+from skelray.study.claims import (CLAIMS_SCHEMA, ClaimRecord, ClaimsFile, Figure, deployed_params, evaluate,
+                                  sweep_rows)
 from skelray.sweep.aggregate import FINISHED
 
 
@@ -58,6 +59,63 @@ def _plot(c: ClaimRecord, out: Path) -> str | None:
     return name
 
 
+def _sparse_claims(run) -> set[str]:
+    """Ids of the claims whose a side reads a sweep with sparsity levels."""
+    return {c.id for c in run.study.runs(run.size)
+            if c.test is not None and "sparsity" in run.study.sweeps[c.test.a.sweep].get("model", {})}
+
+
+def _sparsity_plot(run, rows: dict[str, list[dict]], out: Path) -> str | None:
+    """Test top-1 against deployed non-zero parameters: each sparsity level of every sweep that
+    has them (mean over seeds, 95% t interval), the dense side and any ensemble of the claims
+    that compare against them. None when no sweep of the run has a sparsity level."""
+    from skelray.study.claims import SPARSITY_LEVEL, TEST_TOP1, side_figures
+    from skelray.sweep.stats import interval
+
+    level = SPARSITY_LEVEL
+    sparse = {n for n, rs in rows.items() if any(r.get(level) is not None for r in rs)}
+    points: list[tuple[str, list[float], list[float]]] = []  # label, top-1s, params
+    for name in sorted(sparse):
+        done = [r for r in rows[name] if r.get("status") in FINISHED and r.get(TEST_TOP1) is not None]
+        for lv in sorted({r[level] for r in done if r.get(level) is not None}):
+            picked = [r for r in done if r.get(level) == lv]
+            points.append((f"{name} {lv:g}", [r[TEST_TOP1] for r in picked],
+                           [p for r in picked if (p := deployed_params(r, run.sweep_dir(name))) is not None]))
+    seen = set()
+    for c in run.study.runs(run.size):
+        for sel in (c.test.a, c.test.b) if c.test is not None and c.test.a.sweep in sparse else ():
+            if sel.name() in seen or (sel.sweep in sparse and sel.ensemble is None):
+                continue
+            seen.add(sel.name())
+            top1, params = side_figures(sel, run.sweep_dir(sel.sweep), rows[sel.sweep])
+            points.append((sel.name(), list(top1.values()), [p for p in params.values() if p is not None]))
+    points = [p for p in points if p[1] and p[2]]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, (label, top1, params) in enumerate(points):
+        iv = interval([100 * v for v in top1])
+        x = sum(params) / len(params) / 1e6
+        err = None
+        if iv.low is not None and iv.high is not None:  # cut to the range a top-1 can take
+            err = [[iv.mean - max(iv.low, 0.0)], [min(iv.high, 100.0) - iv.mean]]
+        ax.errorbar([x], [iv.mean], yerr=err, fmt="o", capsize=3, color=f"C{i % 10}", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("deployed non-zero parameters (M, log scale)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("accuracy against non-zero parameters (mean, 95% t interval over seeds)", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(out / "sparsity.png", dpi=110)
+    plt.close(fig)
+    return "sparsity.png"
+
+
 def _claim_md(c: ClaimRecord, plot: str | None) -> list[str]:
     lines = [f"### {c.id}: {c.claim}", ""]
     if c.paper:
@@ -72,10 +130,38 @@ def _claim_md(c: ClaimRecord, plot: str | None) -> list[str]:
             s = c.ours.speed
             span = f" [{s.low:.2f}, {s.high:.2f}]" if s.low is not None and s.high is not None else ""
             lines.append(f"  - {s.label}: {s.mean:.2f}x{span} ({s.n} trials)")
+        if c.ours.params is not None and any(abs(v - 1) > 1e-9 for v in c.ours.params.per_seed.values()):
+            p = c.ours.params
+            span = f" (from {min(p.per_seed.values()):.2f} to {max(p.per_seed.values()):.2f})" if p.n > 1 else ""
+            lines.append(f"  - {p.label}: {p.mean:.2f}x{span}, {p.n} seeds")
     lines += [f"- Verdict: **{c.verdict}**", f"- Rule: {c.rule}", f"- Why: {c.reason}"]
     if plot:
         lines += ["", f"![{c.id}]({plot})"]
     return [*lines, ""]
+
+
+def _where_and_when(run) -> list[str]:
+    """The run's measured wall time (first trial start to last result, from Tune's timestamps)
+    and the machine(s) its costs were measured on (``costs.json``: CPU, cores, torch, threads)."""
+    import time
+
+    from skelray.sweep.results import Location, load_costs, sweep_span
+
+    spans, machines = [], set()
+    for name in run.study.sweeps_for(run.size):
+        loc = Location.parse(str(run.sweep_dir(name)))
+        if loc.is_dir():
+            if (span := sweep_span(loc)) is not None:
+                spans.append(span)
+            machines |= {c.machine for c in load_costs(loc).entries.values() if c.machine}
+    if not spans:
+        return ["Wall time: no trial has reported yet."]
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(start))
+    busy = sum(e - s for s, e in spans) / 60
+    return [f"Wall time: {(end - start) / 60:.1f} min from the first trial's start ({stamp}) to the last "
+            f"result, {busy:.1f} min of it training (the sweeps run one after another; the rest is "
+            f"start-up and cost measurement). Machine: {'; '.join(sorted(machines)) or 'not recorded'}."]
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -91,7 +177,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
     size = run.study.sizes[run.size]
     lines = [f"# Study {run.study.name} ({run.size})", "", run.study.description.strip(), "",
              (f"Size {run.size}: {size.epochs} epochs, {size.seeds} seeds per configuration, "
-              f"width {size.width}. {size.estimate.strip()}"), "",
+              f"width {size.width}. {size.estimate.strip()}"), "", *_where_and_when(run), "",
              "| sweep | trials finished | trial wall time, sum (min) |", "|---|---|---|"]
     for name, trials in rows.items():
         done = [r for r in trials if r.get("status") in FINISHED]
@@ -106,8 +192,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
         paper = (c.paper.figure or "-") if c.paper else "-"
         lines.append(f"| {c.id} | {paper} | {ours} | {c.verdict} |")
     lines.append("")
+    curve = _sparsity_plot(run, rows, out)
     for section in dict.fromkeys(c.section for c in claims.claims):
         lines += [f"## {section}", ""]
+        if curve and any(c.section == section and c.id in _sparse_claims(run) for c in claims.claims):
+            lines += [f"![accuracy against non-zero parameters]({curve})", ""]
+            curve = None  # once, in the first section with a sparsity claim
         for c in claims.claims:
             if c.section == section:
                 lines += _claim_md(c, _plot(c, out))

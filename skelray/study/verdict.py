@@ -58,7 +58,10 @@ def decide(rule: str, diffs: list[float], *, by: float = 0.0, within: float = 0.
                         "(run the size with seeds >= 2, or a larger size)"), (interval(diffs) if diffs else None)
     iv = interval(diffs)
     assert iv.low is not None and iv.high is not None
-    span = f"mean {_pts(iv.mean)} points, interval [{_pts(iv.low)}, {_pts(iv.high)}], {iv.n} seeds"
+    # Shown cut to [-100, +100] points, the range a difference of two top-1s can take (the rules
+    # compare with thresholds inside it, so cutting changes no verdict).
+    span = (f"mean {_pts(iv.mean)} points, interval [{_pts(max(iv.low, -1.0))}, {_pts(min(iv.high, 1.0))}], "
+            f"{iv.n} seeds")
     if rule == "better":
         if iv.high < by:
             d = Decision(NOT_HELD, text, f"{span}: the upper end is below the claimed {100 * by:.2f} points")

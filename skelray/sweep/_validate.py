@@ -271,7 +271,7 @@ class Constraint:
 
 
 def constraint_keys(latency_batches: list[int] | tuple[int, ...]) -> list[str]:
-    return [record.PARAMS, record.MACS, *(record.latency_key(b) for b in latency_batches)]
+    return [record.PARAMS, record.NONZERO_PARAMS, record.MACS, *(record.latency_key(b) for b in latency_batches)]
 
 
 def parse_constraint(text: Any, latency_batches: list[int] | tuple[int, ...]) -> Constraint | tuple[str, str]:

@@ -42,7 +42,7 @@ SPEC_FILE = "sweep.yaml"  # the spec a sweep ran with (written by skelray.sweep.
 # What every sweep folder holds, one at least (older versions wrote no sweep_state.json).
 SWEEP_MARKERS = (SPEC_FILE, record.SWEEP_STATE_FILE, "run-0")
 # The trial metrics each row carries twice: as best.KEY (the chosen checkpoint's epoch) and final.KEY.
-SUMMARY_METRICS = (*record.EVAL_METRICS, record.TRAIN_LOSS, record.SPARSITY, record.NONZERO_PARAMS)
+SUMMARY_METRICS = (*record.EVAL_METRICS, record.TRAIN_LOSS, record.SPARSITY)
 
 
 def best_column(key: str) -> str:
@@ -132,6 +132,19 @@ def _read_epochs(trial: Location) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return record.epochs_from_text(path.read_text(), path.path)
+
+
+def sweep_span(sweep: Location) -> tuple[float, float] | None:
+    """(start, end) of a sweep's training as Unix times: the earliest trial's first epoch start
+    (its first result line's timestamp less that epoch's time) to the latest result line; None
+    before any trial has reported. Tune's own timestamps, so it reads the same on any machine."""
+    starts, ends = [], []
+    for _, trial in trial_dirs(sweep):
+        epochs = [e for e in _read_epochs(trial) if e.get("timestamp") is not None]
+        if epochs:
+            starts.append(float(epochs[0]["timestamp"]) - float(epochs[0].get("time_this_iter_s") or 0.0))
+            ends.append(float(epochs[-1]["timestamp"]))
+    return (min(starts), max(ends)) if starts else None
 
 
 def _checkpoints(trial: Location) -> list[tuple[Location, TrialRecord]]:

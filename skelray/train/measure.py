@@ -98,7 +98,7 @@ def structure_key(module: nn.Module, sample_shape: tuple[int, ...]) -> str:
 
 
 def sizes(model: nn.Module, sample_shape: tuple[int, ...]) -> dict[str, Any]:
-    """``{params, macs, structure}`` of ``model``'s inference form on one clip of ``sample_shape``
+    """``{params, macs, nonzero_params, structure}`` of ``model``'s inference form on one clip of ``sample_shape``
     ``(M, T, V, C)``; ``model`` (training form, masked or not) is left as it was."""
     from skelray.models import inference_form, profile
 
@@ -108,8 +108,16 @@ def sizes(model: nn.Module, sample_shape: tuple[int, ...]) -> dict[str, Any]:
     finally:
         model.train(was_training)
     params, macs = profile(deployed, (1, *sample_shape))
-    return {record.PARAMS: float(params), record.MACS: float(macs),
+    return {record.PARAMS: float(params), record.MACS: float(macs), record.NONZERO_PARAMS: nonzero_params(deployed),
             record.STRUCTURE: structure_key(deployed, sample_shape)}
+
+
+def nonzero_params(deployed: nn.Module) -> float:
+    """Parameters of ``deployed`` (an inference form) that are not zero: a sparse model's
+    deployed size, counted after compaction and fusion (fusing sums branch kernels, so the
+    fused kernel keeps a weight wherever any branch kept one)."""
+    with torch.no_grad():
+        return float(sum(int(torch.count_nonzero(p)) for p in deployed.parameters()))
 
 
 # -- timing ----------------------------------------------------------------------------------------

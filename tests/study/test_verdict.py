@@ -38,6 +38,29 @@ def test_equivalent(diffs: list[float], verdict: str) -> None:
     assert decide("equivalent", diffs, within=0.01)[0].verdict == verdict
 
 
+@pytest.mark.parametrize(("diffs", "verdict"), [
+    ([-0.002, 0.001, -0.004], HELD),  # any loss is well under a point
+    ([-0.06, -0.05, -0.055], NOT_HELD),  # a loss of 5 points is certain
+    ([-0.03, 0.01, -0.01], INCONCLUSIVE),  # could be no loss or a 3-point one
+])
+def test_noninferior(diffs: list[float], verdict: str) -> None:
+    decision, _ = decide("noninferior", diffs, margin=0.01)
+    assert decision.verdict == verdict, decision.reason
+
+
+def test_an_interval_is_shown_within_the_range_a_difference_can_take() -> None:
+    from skelray.study.claims import ACCURACY, DIFFERENCE, _figure
+
+    wide = {"0": 0.0, "1": 0.5}  # two seeds: the t interval spans far past +-100 points
+    decision, iv = decide("better", list(wide.values()))
+    assert iv is not None and iv.low is not None and iv.low < -1
+    assert "[-100.00, +100.00]" in decision.reason
+    fig = _figure("a", wide, ACCURACY)
+    assert (fig.low, fig.high) == (0.0, 1.0) and fig.mean == 0.25
+    assert _figure("d", wide, DIFFERENCE).low == -1.0
+    assert _figure("ratio", wide).low == iv.low  # a ratio is not cut
+
+
 def test_fewer_epochs_than_the_paper_make_a_verdict_inconclusive_and_say_why() -> None:
     decision, iv = decide("better", [0.030, 0.034, 0.031], by=0.004, epochs=10, paper_epochs=110)
     assert decision.verdict == INCONCLUSIVE
@@ -50,8 +73,12 @@ def test_fewer_epochs_than_the_paper_make_a_verdict_inconclusive_and_say_why() -
 def test_the_study_file_loads_and_every_size_names_its_sweeps() -> None:
     study = load_study(STUDY)
     assert set(study.sizes) == {"smoke", "laptop", "full"}
-    assert study.sweeps_for("smoke") == ["pa", "pa_lr", "streams"]
-    assert "pa_official" in study.sweeps_for("full")
+    assert study.sweeps_for("smoke") == ["pa", "pa_lr", "streams", "sparsity"]
+    assert {"pa_official", "ctf"} <= set(study.sweeps_for("full"))
+    # A size's sweeps: override reaches that sweep only: the sparsity schedule fits the size's epochs.
+    sparse = study.sweep_spec("sparsity", "laptop", "/tmp/x")
+    assert sparse.model.sparsity is not None and sparse.model.sparsity.schedule.ramp_epochs == 4
+    assert study.sweep_spec("pa", "laptop", "/tmp/x").model.sparsity is None
     spec = study.sweep_spec("pa_lr", "smoke", "/tmp/x")
     assert spec.data.format == "synthetic" and spec.train.epochs == 2 and spec.seeds == 2
     assert spec.model.kwargs["pa_noise"] == 0.0 and spec.wandb.mode == "disabled"
@@ -63,6 +90,8 @@ def test_the_study_file_loads_and_every_size_names_its_sweeps() -> None:
     (lambda raw: raw["sizes"]["smoke"].update(seeds=0), "sizes.smoke.seeds"),
     (lambda raw: raw["sweeps"]["pa"].update(search={"model.kwargs.pa_count": {"grd": [1]}}), "sweeps.pa"),
     (lambda raw: raw["claims"][-1].update(id=raw["claims"][0]["id"]), "used twice"),
+    (lambda raw: raw["sizes"]["laptop"]["sweeps"].update(sparsty={}), "sizes.laptop.sweeps names 'sparsty'"),
+    (lambda raw: raw["claims"][0]["test"].update(rule="noninferiour"), "rule"),
 ])
 def test_a_bad_study_names_the_field(edit, where: str) -> None:
     raw = copy.deepcopy(yaml.safe_load(STUDY.read_text()))
@@ -89,3 +118,30 @@ def test_a_missing_data_folder_stops_the_run_before_anything_is_written(tmp_path
     with pytest.raises(ConfigError, match="--size"):
         run_study(STUDY, "huge", storage=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_deployed_parameters_count_the_fused_sparse_model_not_its_training_form(tmp_path) -> None:
+    """A sparse trial deploys the non-zero weights of its inference form (compacted, then fused):
+    fusing sums the Rep-TCN branches' kernels, so it keeps more weights than any one branch's
+    mask. ``measure.sizes`` records that count; a trial of a version that did not is counted
+    from its checkpoint."""
+    import torch
+
+    from skelray import record
+    from skelray.models import create_model, inference_form
+    from skelray.sparsity import on_epoch_start, sparsify
+    from skelray.study.claims import deployed_params
+    from skelray.train import measure
+
+    torch.manual_seed(0)
+    dense = create_model("hpigcn_rp", num_classes=4, width=0.25)
+    sizes = measure.sizes(dense, (1, 8, 25, 3))
+    assert sizes[record.NONZERO_PARAMS] == pytest.approx(sizes[record.PARAMS], rel=1e-2)  # untrained zero biases
+    sparse = sparsify(create_model("hpigcn_rp", num_classes=4, width=0.25), 0.95)
+    on_epoch_start(sparse, 0)
+    got = measure.sizes(sparse, (1, 8, 25, 3))[record.NONZERO_PARAMS]
+    assert got == measure.nonzero_params(inference_form(sparse))
+    assert got < 0.5 * sizes[record.PARAMS]  # most weights are gone once deployed
+    row = {record.PARAMS: 1000.0, record.NONZERO_PARAMS: 300.0}
+    assert deployed_params(row) == 300.0
+    assert deployed_params({record.PARAMS: 1000.0, record.NONZERO_PARAMS: None}) == 1000.0  # dense, old version
