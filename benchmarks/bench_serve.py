@@ -203,6 +203,9 @@ def main() -> None:
                         help="frames per request clip (resampled by the model)")
     parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
                         help="the load generator's HTTP client (it shares the cores with the server)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="replicas of the fused deployment (each one torch thread); Serve's "
+                             "RAY_SERVE_* environment settings are read from this process's environment")
     opts = parser.parse_args()
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
@@ -232,7 +235,8 @@ def main() -> None:
         # cores (each still runs one torch thread, the figure compared in-process below).
         common = {"bundle": str(bundle), "num_cpus": 0.25}
         for graph in GRAPHS:
-            serve.run(app({**common, "graph": graph}), name=graph, route_prefix=f"/{graph}")
+            replicas = opts.replicas if graph == "fused" else 1
+            serve.run(app({**common, "graph": graph, "replicas": replicas}), name=graph, route_prefix=f"/{graph}")
         clips = [s.keypoints[:, : opts.frames] for s in synthetic(manifest.num_classes, 8, manifest.layout,
                                                                   opts.frames, seed=1).sequences]
         urls = {g: f"http://127.0.0.1:{port}/{g}/v1/predict" for g in GRAPHS}
@@ -286,6 +290,10 @@ def main() -> None:
     console.print(f"cores {cores}, load average {load_start:.1f} at start and {load_end:.1f} at end, "
                   f"{base_requests} requests (at least 2 x concurrency) per level and graph in {rounds} round(s); "
                   f"in-process one clip: {single_ms:.1f} ms (p50)")
+    serve_env = {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}
+    if opts.replicas > 1 or serve_env:
+        console.print(f"fused replicas: {opts.replicas} (clips / forward and the replica's CPU are one replica's); "
+                      f"Serve settings from the environment: {serve_env or 'none'}")
     table = Table(title=f"{len(manifest.members)} member(s), one clip per request, loopback HTTP")
     for col in ("concurrency", "graph", "req/s", "p50 ms", "p99 ms", "failed", "clips / forward",
                 "in-process clips/s (batch = conc.)", "endpoint / in-process", "fused / per-member"):
