@@ -2,18 +2,19 @@
 
 Serve calls ``app(args)`` with the ``key=value`` pairs of ``serve run`` (or the ``args`` of a
 config file's application) and runs the ``Application`` it returns. ``skelray serve`` calls it
-the same way.
+the same way, through ``deploy`` (as does the study's served check).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
 
 from skelray.export.manifest import read_manifest
-from skelray.serve.config import ENSEMBLE, FUSED, INGRESS, PREPROCESS, ServeArgs, plan
+from skelray.serve.config import APP_NAME, ENSEMBLE, FUSED, INGRESS, PREPROCESS, ServeArgs, plan
 
 
 def limits_for(args: ServeArgs, manifest) -> dict[str, Any]:
@@ -48,3 +49,16 @@ def app(args: dict[str, Any]) -> Application:
     preprocess = Preprocess.options(name=PREPROCESS, **options[PREPROCESS]).bind(bundle)
     ensemble = Ensemble.options(name=ENSEMBLE, **options[ENSEMBLE]).bind(bundle, members)
     return Ingress.options(name=INGRESS, **options[INGRESS]).bind(bundle, limits, preprocess, ensemble)
+
+
+def deploy(args: ServeArgs, timeout_s: float, report: Callable[[str], None]) -> None:
+    """Run ``args``' graph as application ``APP_NAME`` at route ``/`` on the Serve this process
+    started (``serve.start``), and wait until it is RUNNING, calling ``report`` with each
+    deployment's state; ``placement.ServeStartError`` when it does not get there in ``timeout_s``."""
+    from ray import serve
+
+    from skelray.serve.placement import wait_until_running
+
+    serve.run_many([serve.RunTarget(app(args.model_dump()), name=APP_NAME, route_prefix="/")],
+                   wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    wait_until_running(APP_NAME, timeout_s, report)

@@ -71,25 +71,6 @@ def _print_plan(args: Any) -> None:
     console.print(table)
 
 
-def _fit(args: Any, local: bool) -> Any:
-    """Args that fit the Ray this process is connected to: shared out on the embedded local
-    node (saying how), refused with a ConfigError on an existing cluster they do not fit."""
-    from skelray.export.manifest import read_manifest
-    from skelray.serve.config import plan
-    from skelray.serve.placement import check_fits, cluster_nodes, fit_to_node
-
-    manifest = read_manifest(args.bundle)
-    nodes = cluster_nodes()
-    if local and len(nodes) == 1:
-        fitted, note = fit_to_node(args, manifest, nodes[0])
-        if note:
-            console.print(note)
-            return fitted
-        return args
-    check_fits(plan(args, manifest), manifest, nodes)
-    return args
-
-
 _BUNDLE = typer.Argument(..., help="The bundle folder `skelray export -o` wrote.")
 _CONFIG = typer.Option(None, "--config",
                        help="YAML of serve settings (skelray.serve.ServeArgs fields: per-member "
@@ -141,20 +122,17 @@ def run_command(
     from ray import serve
 
     from skelray.runtime import start_ray
-    from skelray.serve.builder import app as build_app
-    from skelray.serve.config import APP_NAME
-    from skelray.serve.placement import wait_until_running
+    from skelray.serve.builder import deploy
+    from skelray.serve.placement import fit_args
 
     started = start_ray(address, num_cpus=local_cpus)  # a refused token becomes a ConfigError
     deployed = False
     try:
-        args = _fit(args, local=not address)  # before deploying: Serve would wait forever
+        args = fit_args(args, local=not address, say=console.print)
         _print_plan(args)
         serve.start(http_options={"host": host, "port": port})
         deployed = True
-        serve.run_many([serve.RunTarget(build_app(args.model_dump()), name=APP_NAME, route_prefix="/")],
-                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
-        wait_until_running(APP_NAME, start_timeout_s, lambda line: console.print(f"  {line}"))
+        deploy(args, start_timeout_s, lambda line: console.print(f"  {line}"))
         console.print(f"serving {bundle} at http://{host}:{port}/v1/predict  (Ctrl-C stops)")
         while True:
             time.sleep(1)

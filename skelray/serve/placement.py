@@ -5,6 +5,8 @@ waits forever for a replica no node can hold and says nothing unless asked.
 asks for more than the node has (each replica's torch threads follow its CPUs, see
 ``replica.replica_device``); ``check_fits`` refuses a plan an existing cluster cannot place,
 naming the deployment, what it asks, what the largest node has, and the flag that fixes it.
+``fit_args`` picks one of the two for the Ray this process is connected to (``skelray serve``
+and the study's served check both call it).
 ``wait_until_running`` reports each deployment's state while the application starts, and ends
 with a ``ServeStartError`` naming the deployment and Ray's reason when one never gets there.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skelray.errors import ConfigError, SkelrayError
-from skelray.export.manifest import Manifest
+from skelray.export.manifest import Manifest, read_manifest
 from skelray.serve.config import DeploymentPlan, ServeArgs, plan
 
 
@@ -137,6 +139,21 @@ def fit_to_node(args: ServeArgs, manifest: Manifest, node: Node) -> tuple[ServeA
     return fitted, (f"this node has {node.cpus:g} CPU and the plan asked for {total:g}: each of the "
                     f"{replicas} model replica(s) gets {share:g} CPU and {max(1, int(share))} torch "
                     f"thread(s) (--num-cpus sets it)")
+
+
+def fit_args(args: ServeArgs, *, local: bool, say: Callable[[str], None]) -> ServeArgs:
+    """Args that fit the Ray this process is connected to: shared out on the embedded local
+    node (``local``, one node; ``say`` tells how), refused with a ConfigError on an existing
+    cluster they do not fit. Called before deploying: Serve would wait forever."""
+    manifest = read_manifest(args.bundle)
+    nodes = cluster_nodes()
+    if local and len(nodes) == 1:
+        fitted, note = fit_to_node(args, manifest, nodes[0])
+        if note:
+            say(note)
+        return fitted
+    check_fits(plan(args, manifest), manifest, nodes)
+    return args
 
 
 def plan_summary(args: ServeArgs, manifest: Manifest) -> dict[str, Any]:

@@ -5,7 +5,8 @@ sweeps it needs (sweep YAML bodies, merged onto the study's ``base``) and the te
 decides it (``verdict.py``: a Student-t interval of per-seed differences from
 ``skelray.sweep.stats``, and a rule). ``runner.run_study`` runs the sweeps of one size
 (``smoke`` | ``laptop`` | ``full``) with ``skelray.sweep.runner`` into one folder, resumable
-(``resume_study``); ``report.write_report`` reads what has finished and writes ``report.md``,
+(``resume_study``), then serves the chosen ensemble over HTTP for claim 6 (``served.py``);
+``report.write_report`` reads what has finished and writes ``report.md``,
 PNG plots and ``claims.json`` (schema: ``claims.CLAIMS_SCHEMA``).
 """
 

@@ -2,9 +2,10 @@
 
 ``evaluate(study, size, run_dir)`` reads the study's sweeps (only reading: trial folders are
 read in memory, never collected into a results store here) and decides every claim with
-``verdict.decide``. A claim the size did not run, or that this version cannot run, gets a
-record too, ``inconclusive`` with the reason. ``CLAIMS_SCHEMA`` is the JSON schema of
-``claims.json``.
+``verdict.decide``. Built-in checks: ``reparam`` re-runs each trial here (``reparam.py``);
+``served`` reads the ``served.json`` the study runner wrote (``served.py``). A claim the size
+did not run, or that this version cannot run, gets a record too, ``inconclusive`` with the
+reason. ``CLAIMS_SCHEMA`` is the JSON schema of ``claims.json``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class Ours(_Model):
     speed: Figure | None = None  # claim 2: training-form / fused forward time, per trial
     # a / b in deployed non-zero parameters, per seed (an ensemble counts all its members)
     params: Figure | None = None
+    counted: str = "seeds"  # what a figure's n counts (claim 6: test clips, of one figure each)
+    detail: str | None = None  # a line more for the report (claim 6: how it was served and scored)
 
 
 class Paper(_Model):
@@ -198,9 +201,9 @@ def _paper(c: ClaimSpec) -> Paper | None:
     return Paper(figure=c.paper.figure, source=c.paper.source, epochs=c.paper.epochs) if c.paper else None
 
 
-def _inconclusive(c: ClaimSpec, reason: str) -> ClaimRecord:
+def _inconclusive(c: ClaimSpec, reason: str, rule: str = "-") -> ClaimRecord:
     return ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=None,
-                       verdict=INCONCLUSIVE, rule="-", reason=reason)
+                       verdict=INCONCLUSIVE, rule=rule, reason=reason)
 
 
 def evaluate(study: StudySpec, size: str, run_dir: Path,
@@ -219,6 +222,9 @@ def evaluate(study: StudySpec, size: str, run_dir: Path,
         if c.id not in runs:
             out.append(_inconclusive(c, f"not run at size {size}: the size runs "
                                      f"{', '.join(sorted(runs)) or 'no claim'}; run a size that includes it"))
+            continue
+        if c.check is not None and c.check.kind == "served":
+            out.append(_served_record(c, run_dir, epochs))
             continue
         if c.check is not None:
             out.append(_fusion_record(c, {s: (run_dir / "sweeps" / s, rows[s]) for s in c.check.sweeps}, epochs))
@@ -286,3 +292,54 @@ def _fusion_record(c: ClaimSpec, sweeps: Mapping[str, tuple[Path, list[dict[str,
         reason = span
     return ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=ours, verdict=verdict,
                        rule=FUSION_RULE, reason=reason)
+
+
+SERVED_RULE = ("the builder's ensemble (chosen on validation), exported and served over HTTP, on every test "
+               "clip: held if each clip's top label over HTTP equals the offline bundle's and the top-1 over "
+               "HTTP equals the builder's offline test top-1; not held if either differs; inconclusive if the "
+               "check has not run or failed")
+SERVED_FIELDS = ("ensemble", "clips", "http_top1", "offline_top1", "builder_top1", "differing", "max_prob_diff")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _served_record(c: ClaimSpec, run_dir: Path, epochs: int) -> ClaimRecord:
+    """Claim 6's record, from the ``served.json`` the study runner wrote (``served.py``)."""
+    from skelray.study.served import SERVED_FILE, read_served
+
+    doc = read_served(run_dir)
+    if doc is None:
+        return _inconclusive(c, f"not run yet ({SERVED_FILE} is absent): resume the study", SERVED_RULE)
+    lacking = [k for k in SERVED_FIELDS if doc.get(k) is None]
+    if doc.get("error") or lacking:
+        why = doc.get("error") or f"{SERVED_FILE} lacks {', '.join(lacking)}"
+        return _inconclusive(c, f"the served check failed: {why} (delete {SERVED_FILE} and resume the study "
+                                "to run it again)", SERVED_RULE)
+    name, n, differing = str(doc["ensemble"]), int(doc["clips"]), int(doc["differing"])
+    http, offline, builder = float(doc["http_top1"]), float(doc["offline_top1"]), float(doc["builder_top1"])
+
+    def one(label: str, value: float) -> Figure:
+        return _figure(label, {name: value}).model_copy(update={"n": n})
+
+    ours = Ours(metric="test top-1 (fraction) of the builder's ensemble", a=one("served over HTTP", http),
+                b=one("offline (builder)", builder), difference=one("served - offline", http - builder),
+                epochs=epochs, counted="clips",
+                detail=(f"{n} test clips, {doc.get('per_request')} a request, up to {doc.get('concurrency')} "
+                        f"requests at a time, {doc.get('graph')} graph: {doc.get('http_s')} s over HTTP "
+                        f"({doc.get('wall_s')} s with choosing, exporting and starting Serve); the bundle "
+                        f"offline: top-1 {_pct(offline)}; largest probability difference "
+                        f"{float(doc['max_prob_diff']):.2g}"))
+    figures = f"top-1 over HTTP {_pct(http)}, the builder's offline test top-1 {_pct(builder)}, {n} clips"
+    verdict: Literal["held", "not held"]
+    if differing:
+        verdict, reason = "not held", (f"{differing} of {n} clips' top label over HTTP differs from the offline "
+                                       f"bundle's ({figures})")
+    elif not math.isclose(http, builder, abs_tol=1e-9):
+        verdict, reason = "not held", (f"{figures}: the top-1 differs, though every clip's top label equals the "
+                                       f"offline bundle's (top-1 {_pct(offline)})")
+    else:
+        verdict, reason = "held", f"{figures}: equal, and no clip's top label differs from the offline bundle's"
+    return ClaimRecord(id=c.id, section=c.section, claim=c.text, paper=_paper(c), ours=ours, verdict=verdict,
+                       rule=SERVED_RULE, reason=reason)

@@ -1,4 +1,4 @@
-"""A study run's report: ``claims.json``, ``report.md`` and one PNG per decided claim.
+"""A study run's report: ``claims.json``, ``report.md`` and one PNG per claim decided over seeds.
 
 ``write_report(run_dir, out_dir)`` reads the run's sweeps (trial folders only; nothing in
 ``run_dir`` is written) and writes ``out_dir`` alone, so ``skelray study report`` can rebuild a
@@ -19,19 +19,22 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def _pm(f: Figure, *, signed: bool = False) -> str:
+def _pm(f: Figure, *, signed: bool = False, counted: str = "seeds") -> str:
+    """A figure in words; ``counted``: what its n counts (``Ours.counted``)."""
     if f.mean is None:
         return "no finished seed"
     mean = f"{100 * f.mean:+.2f} pts" if signed else _pct(f.mean)
     if f.low is None or f.high is None:
-        return f"{mean} (1 seed, no interval)"
+        return f"{mean} (1 seed, no interval)" if counted == "seeds" else f"{mean} ({f.n} {counted})"
     unit = " pts" if signed else "%"
-    return f"{mean} [{100 * f.low:+.2f}, {100 * f.high:+.2f}{unit}] ({f.n} seeds)" if signed else \
-        f"{mean} [{100 * f.low:.1f}, {100 * f.high:.1f}%] ({f.n} seeds)"
+    return f"{mean} [{100 * f.low:+.2f}, {100 * f.high:+.2f}{unit}] ({f.n} {counted})" if signed else \
+        f"{mean} [{100 * f.low:.1f}, {100 * f.high:.1f}%] ({f.n} {counted})"
 
 
 def _plot(c: ClaimRecord, out: Path) -> str | None:
-    if c.ours is None or (c.ours.a.mean is None and c.ours.b.mean is None):
+    """Both sides' values and intervals; None without values, or for figures that are not over
+    seeds (claim 6: one number a side, in the text)."""
+    if c.ours is None or (c.ours.a.mean is None and c.ours.b.mean is None) or c.ours.counted != "seeds":
         return None
     import matplotlib
 
@@ -122,10 +125,11 @@ def _claim_md(c: ClaimRecord, plot: str | None) -> list[str]:
         epochs = f", {c.paper.epochs} epochs" if c.paper.epochs else ""
         lines.append(f"- Paper: {c.paper.figure or 'no single figure'} ({c.paper.source}{epochs})")
     if c.ours:
+        n = c.ours.counted
         lines += [f"- Ours ({c.ours.metric}, {c.ours.epochs} epochs):",
-                  f"  - a = {c.ours.a.label}: {_pm(c.ours.a)}",
-                  f"  - b = {c.ours.b.label}: {_pm(c.ours.b)}",
-                  f"  - a - b: {_pm(c.ours.difference, signed=True)}"]
+                  f"  - a = {c.ours.a.label}: {_pm(c.ours.a, counted=n)}",
+                  f"  - b = {c.ours.b.label}: {_pm(c.ours.b, counted=n)}",
+                  f"  - a - b: {_pm(c.ours.difference, signed=True, counted=n)}"]
         if c.ours.speed is not None and c.ours.speed.mean is not None:
             s = c.ours.speed
             span = f" [{s.low:.2f}, {s.high:.2f}]" if s.low is not None and s.high is not None else ""
@@ -134,6 +138,8 @@ def _claim_md(c: ClaimRecord, plot: str | None) -> list[str]:
             p = c.ours.params
             span = f" (from {min(p.per_seed.values()):.2f} to {max(p.per_seed.values()):.2f})" if p.n > 1 else ""
             lines.append(f"  - {p.label}: {p.mean:.2f}x{span}, {p.n} seeds")
+        if c.ours.detail:
+            lines.append(f"  - {c.ours.detail}")
     lines += [f"- Verdict: **{c.verdict}**", f"- Rule: {c.rule}", f"- Why: {c.reason}"]
     if plot:
         lines += ["", f"![{c.id}]({plot})"]
@@ -188,7 +194,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
                    "under it; intervals are 95% Student-t over seeds (`skelray.sweep.stats`)."), "",
               "| claim | paper | ours: a - b | verdict |", "|---|---|---|---|"]
     for c in claims.claims:
-        ours = _pm(c.ours.difference, signed=True) if c.ours else "-"
+        ours = _pm(c.ours.difference, signed=True, counted=c.ours.counted) if c.ours else "-"
         paper = (c.paper.figure or "-") if c.paper else "-"
         lines.append(f"| {c.id} | {paper} | {ours} | {c.verdict} |")
     lines.append("")

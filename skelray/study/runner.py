@@ -4,10 +4,14 @@ A study run lives in ``<storage>/<study>-<size>/``::
 
   study.json          the study as run, the size, --data, the report folder, and whether it finished
   sweeps/<name>/      one sweep folder per sweep the size needs (``skelray.sweep.runner``)
+  served.json         claim 6's check: the builder's ensemble over HTTP against offline (``served.py``)
+  served/             its ENSEMBLE.json and the bundle/ it exported and served
 
 ``resume_study`` skips every sweep whose ``sweep_state.json`` says finished, resumes an
 interrupted one with ``resume_sweep`` (finished trials are not re-run) and runs those not yet
-started. Ray starts once for the whole study.
+started. After the sweeps, while Ray is still up, each served claim the size runs gets its
+check unless ``served.json`` exists already (delete it to check again). Ray starts once for
+the whole study.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def _continue(run: StudyRun, *, address: str | None, console: Console) -> StudyR
             else:
                 spec = run.study.sweep_spec(name, run.size, str(run.dir / "sweeps"), data=run.data)
                 run_sweep(spec, console=console)
+        _served_checks(run, local=address is None, console=console)
         run.finished = True
         run.save()
     finally:
@@ -122,3 +127,17 @@ def _continue(run: StudyRun, *, address: str | None, console: Console) -> StudyR
     path = write_report(run.dir, run.report)
     console.print(f"study {run.study.name} ({run.size}): report in {path}")
     return run
+
+
+def _served_checks(run: StudyRun, *, local: bool, console: Console) -> None:
+    """Claim 6's check (``served.served_check``) for each served claim the size runs, on the
+    study's Ray (``local``: the embedded one), unless its ``served.json`` exists."""
+    from skelray.study.served import SERVED_FILE, served_check
+
+    for c in run.study.runs(run.size):
+        if c.check is None or c.check.kind != "served":
+            continue
+        if (run.dir / SERVED_FILE).exists():
+            console.print(f"study {run.study.name}: served check done already ({SERVED_FILE}), not redone")
+            continue
+        served_check(run.dir, run.sweep_dir(c.check.sweeps[0]), local=local, console=console)

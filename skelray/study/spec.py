@@ -88,6 +88,13 @@ class FusionCheckSpec(Section):
     kind: Literal["reparam", "served"]
     sweeps: list[str] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _one_sweep_served(self) -> FusionCheckSpec:
+        if self.kind == "served" and len(self.sweeps) != 1:
+            raise ValueError(f"a served check builds its ensemble from one sweep's trials, got "
+                             f"{len(self.sweeps)} ({', '.join(self.sweeps)}); give one, e.g. sweeps: [streams]")
+        return self
+
 
 class PaperSpec(Section):
     figure: str | None = None  # the paper's number(s) as printed, e.g. "85.5 vs 85.1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import jsonschema
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from skelray.errors import ConfigError
-from skelray.study.claims import CLAIMS_SCHEMA, ClaimRecord, ClaimsFile
+from skelray.study.claims import CLAIMS_SCHEMA, ClaimRecord, ClaimsFile, _served_record
 from skelray.study.spec import load_study
 from skelray.study.verdict import HELD, INCONCLUSIVE, NOT_HELD, decide
 
@@ -92,6 +93,7 @@ def test_the_study_file_loads_and_every_size_names_its_sweeps() -> None:
     (lambda raw: raw["claims"][-1].update(id=raw["claims"][0]["id"]), "used twice"),
     (lambda raw: raw["sizes"]["laptop"]["sweeps"].update(sparsty={}), "sizes.laptop.sweeps names 'sparsty'"),
     (lambda raw: raw["claims"][0]["test"].update(rule="noninferiour"), "rule"),
+    (lambda raw: raw["claims"][-1]["check"].update(sweeps=["streams", "pa"]), "served check builds its ensemble"),
 ])
 def test_a_bad_study_names_the_field(edit, where: str) -> None:
     raw = copy.deepcopy(yaml.safe_load(STUDY.read_text()))
@@ -145,3 +147,43 @@ def test_deployed_parameters_count_the_fused_sparse_model_not_its_training_form(
     row = {record.PARAMS: 1000.0, record.NONZERO_PARAMS: 300.0}
     assert deployed_params(row) == 300.0
     assert deployed_params({record.PARAMS: 1000.0, record.NONZERO_PARAMS: None}) == 1000.0  # dense, old version
+
+
+def _served(tmp_path: Path, **fields) -> ClaimRecord:
+    """Claim 6's record from a served.json holding ``fields`` (none: no file)."""
+    claim = next(c for c in load_study(STUDY).claims if c.id == "served_equals_offline")
+    if fields:
+        (tmp_path / "served.json").write_text(json.dumps({"kind": "skelray-study-served", **fields}))
+    return _served_record(claim, tmp_path, epochs=2)
+
+
+SERVED = {"ensemble": "streams-ensemble", "clips": 40, "http_top1": 0.75, "offline_top1": 0.75,
+          "builder_top1": 0.75, "differing": 0, "differing_clips": [], "max_prob_diff": 2e-7, "per_request": 8,
+          "concurrency": 4, "graph": "fused", "http_s": 1.5, "error": None}
+
+
+def test_served_claim_without_its_file_is_inconclusive_and_says_to_resume(tmp_path) -> None:
+    rec = _served(tmp_path)
+    assert rec.verdict == INCONCLUSIVE and "not run yet" in rec.reason and "resume the study" in rec.reason
+    assert rec.ours is None
+
+
+def test_served_claim_with_a_recorded_error_is_inconclusive_and_gives_the_message(tmp_path) -> None:
+    rec = _served(tmp_path, sweep="streams", error="serving the bundle: application skelray is DEPLOY_FAILED")
+    assert rec.verdict == INCONCLUSIVE and "application skelray is DEPLOY_FAILED" in rec.reason
+    assert "delete served.json" in rec.reason
+
+
+def test_served_claim_with_a_differing_clip_is_not_held_and_says_how_many(tmp_path) -> None:
+    rec = _served(tmp_path, **{**SERVED, "differing": 1, "differing_clips": ["s7"], "http_top1": 0.725})
+    assert rec.verdict == NOT_HELD and "1 of 40 clips" in rec.reason, rec.reason
+    assert rec.ours is not None and rec.ours.difference.mean == pytest.approx(-0.025)
+
+
+def test_served_claim_held_names_both_top1s_and_the_clips(tmp_path) -> None:
+    rec = _served(tmp_path, **SERVED)
+    assert rec.verdict == HELD and "75.00%" in rec.reason and "40 clips" in rec.reason, rec.reason
+    assert rec.ours is not None and rec.ours.a.n == 40 and rec.ours.a.low is None
+    assert rec.ours.a.per_seed == {"streams-ensemble": 0.75} and rec.ours.counted == "clips"
+    other = _served(tmp_path, **{**SERVED, "builder_top1": 0.8})  # every clip agrees, the figure does not
+    assert other.verdict == NOT_HELD and "80.00%" in other.reason
