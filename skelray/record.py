@@ -114,8 +114,8 @@ SIZE_KEYS = (PARAMS, NONZERO_PARAMS, MACS, *(latency_key(b) for b in DEFAULT_LAT
 def reported_metrics(latency_batches: Iterable[int] = DEFAULT_LATENCY_BATCHES) -> list[str]:
     """Every key a trial reports (``skelray.train.trial.run_trial``), with ``sparsity`` and
     ``diverged``, which only sparse or diverged trials add; Tune's own keys are not included."""
-    return [EPOCH, LR, EPOCH_TIME, *(metric_key("train", m) for m in TRAIN_METRICS), PARAMS, MACS, SPARSITY,
-            DIVERGED, *(latency_key(b) for b in latency_batches), *EVAL_METRICS]
+    return [EPOCH, LR, EPOCH_TIME, *(metric_key("train", m) for m in TRAIN_METRICS), PARAMS, NONZERO_PARAMS, MACS,
+            SPARSITY, DIVERGED, *(latency_key(b) for b in latency_batches), *EVAL_METRICS]
 
 
 # -- reading helpers ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skelray.sweep.stats import Interval, interval
+from skelray.sweep.stats import Interval, interval, seeds_needed
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 
@@ -36,6 +36,18 @@ class Decision:
 
 def _pts(x: float) -> str:
     return f"{100 * x:+.2f}"
+
+
+def _more_seeds(iv: Interval, half_width: float) -> str:
+    """How many seeds would decide an inconclusive claim: those whose interval, at the spread
+    seen, is narrower than ``half_width`` (the distance from the mean to the nearer threshold
+    it would have to clear)."""
+    n = seeds_needed(iv, half_width)
+    if n is None:
+        return "the mean sits on the threshold: more seeds narrow the interval, not the question"
+    if n > 100:
+        return "at this spread more than 100 seeds would be needed to decide it"
+    return f"at this spread about {n} seeds would decide it, against {iv.n} run"
 
 
 def decide(rule: str, diffs: list[float], *, by: float = 0.0, within: float = 0.01,
@@ -69,7 +81,7 @@ def decide(rule: str, diffs: list[float], *, by: float = 0.0, within: float = 0.
             d = Decision(HELD, text, f"{span}: a is better and the claimed size is inside the interval")
         else:
             d = Decision(INCONCLUSIVE, text, f"{span}: the interval holds both no gain and the claimed one "
-                         "(more seeds narrow it)")
+                         f"({_more_seeds(iv, max(iv.mean, by - iv.mean))})")
     elif rule == "noninferior":
         if iv.low > -margin:
             d = Decision(HELD, text, f"{span}: any loss is smaller than {100 * margin:.2f} points")
@@ -77,14 +89,15 @@ def decide(rule: str, diffs: list[float], *, by: float = 0.0, within: float = 0.
             d = Decision(NOT_HELD, text, f"{span}: the loss is larger than {100 * margin:.2f} points")
         else:
             d = Decision(INCONCLUSIVE, text, f"{span}: holds losses both within and beyond "
-                         f"{100 * margin:.2f} points (more seeds narrow it)")
+                         f"{100 * margin:.2f} points ({_more_seeds(iv, abs(iv.mean + margin))})")
     else:
         if -within <= iv.low and iv.high <= within:
             d = Decision(HELD, text, f"{span}: inside the tolerance")
         elif iv.low > within or iv.high < -within:
             d = Decision(NOT_HELD, text, f"{span}: wholly outside the tolerance")
         else:
-            d = Decision(INCONCLUSIVE, text, f"{span}: straddles the tolerance (more seeds narrow it)")
+            d = Decision(INCONCLUSIVE, text, f"{span}: straddles the tolerance "
+                         f"({_more_seeds(iv, abs(abs(iv.mean) - within))})")
     if paper_epochs is not None and epochs is not None and epochs < paper_epochs:
         d = Decision(INCONCLUSIVE, text, f"trained {epochs} epochs, the paper's schedule is {paper_epochs}: "
                      f"on these epochs the data alone say '{d.verdict}' ({d.reason})")

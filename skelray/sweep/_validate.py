@@ -179,10 +179,7 @@ TUNE_METRICS = ("training_iteration", "time_this_iter_s", "time_total_s")
 def reported_metrics(spec: SweepSpec) -> list[str]:
     """Every key a trial of ``spec`` reports each epoch (``skelray.train.trial.run_trial``), so a
     metric name can be checked before anything runs."""
-    keys = ["epoch", "lr", "epoch_time_s", "train/loss", "train/top1", "params", "macs", "sparsity",
-            "diverged", *(f"latency_ms_b{b}" for b in spec.train.latency_batches)]
-    keys += [f"{split}/{m}" for split in ("val", "test") for m in ("top1", "top5", "loss")]
-    return [*keys, *TUNE_METRICS]
+    return [*record.reported_metrics(spec.train.latency_batches), *TUNE_METRICS]
 
 
 def _check_metric(spec: SweepSpec) -> list[Problem]:

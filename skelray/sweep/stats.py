@@ -120,6 +120,20 @@ def interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     return Interval(mean, n, se, mean - half, mean + half, level)
 
 
+def seeds_needed(iv: Interval, half_width: float, *, cap: int = 100) -> int | None:
+    """The fewest values whose ``iv.level`` t interval would be at most ``half_width`` wide on
+    each side, if their spread stayed that of ``iv``'s values: how many seeds a claim needs to
+    be decided. None when ``iv`` has no spread (one value) or ``half_width`` is not positive (the
+    mean sits on the threshold itself); ``cap + 1`` when more than ``cap`` would be needed."""
+    if iv.se is None or half_width <= 0:
+        return None
+    sd = iv.se * math.sqrt(iv.n)
+    for n in range(2, cap + 1):
+        if t_quantile(0.5 + iv.level / 2.0, n - 1) * sd / math.sqrt(n) <= half_width:
+            return n
+    return cap + 1
+
+
 def ties(intervals: Sequence[Interval], mode: str = "max") -> list[bool]:
     """For each interval: does it overlap the best one's (by mean; the best ties itself)?"""
     if not intervals:

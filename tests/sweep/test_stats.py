@@ -47,3 +47,18 @@ def test_configs_whose_intervals_overlap_the_best_are_ties() -> None:
     assert ties([close, best, far]) == [True, True, False]
     assert ties([close, best, far], mode="min") == [False, False, True]
     assert ties([]) == []
+
+
+def test_seeds_needed_is_the_fewest_whose_interval_is_narrow_enough() -> None:
+    import math
+
+    from skelray.sweep.stats import interval, seeds_needed, t_quantile
+
+    iv = interval([0.80, 0.83, 0.86])  # sd 0.03
+    n = seeds_needed(iv, 0.01)
+    assert n is not None and 2 < n <= 100
+    half = lambda k: t_quantile(0.975, k - 1) * 0.03 / math.sqrt(k)  # noqa: E731
+    assert half(n) <= 0.01 + 1e-12 < half(n - 1)
+    assert seeds_needed(iv, 0.2) == 2  # already wide enough with two
+    assert seeds_needed(iv, 1e-6) == 101  # past the cap
+    assert seeds_needed(interval([0.8]), 0.01) is None and seeds_needed(iv, 0.0) is None
