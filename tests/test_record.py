@@ -130,7 +130,7 @@ def test_the_metric_list_is_what_the_sweep_checks_metric_names_against() -> None
                        "model": {"name": "stgcn"}, "train": {"latency_batches": [1, 8]},
                        "wandb": {"mode": "disabled"}}, check_paths=False)
     assert set(record.reported_metrics([1, 8])) == set(reported_metrics(spec)) - set(TUNE_METRICS)
-    assert record.SIZE_KEYS == ("params", "macs", "latency_ms_b1", "latency_ms_b64")
+    assert record.SIZE_KEYS == ("params", "nonzero_params", "macs", "latency_ms_b1", "latency_ms_b64")
     assert record.VAL_TOP1 == "val/top1" and record.latency_key(64) == "latency_ms_b64"
 
 

@@ -59,6 +59,6 @@ def test_seeds_needed_is_the_fewest_whose_interval_is_narrow_enough() -> None:
     assert n is not None and 2 < n <= 100
     half = lambda k: t_quantile(0.975, k - 1) * 0.03 / math.sqrt(k)  # noqa: E731
     assert half(n) <= 0.01 + 1e-12 < half(n - 1)
-    assert seeds_needed(iv, 0.2) == 2  # already wide enough with two
+    assert seeds_needed(iv, 0.3) == 2  # two seeds: 12.71 x 0.03 / sqrt(2) = 0.27
     assert seeds_needed(iv, 1e-6) == 101  # past the cap
     assert seeds_needed(interval([0.8]), 0.01) is None and seeds_needed(iv, 0.0) is None
