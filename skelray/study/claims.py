@@ -274,7 +274,8 @@ def _fusion_record(c: ClaimSpec, sweeps: Mapping[str, tuple[Path, list[dict[str,
                 a=_figure("fused", fused, ACCURACY), b=_figure("training form", trained, ACCURACY),
                 difference=_figure("fused - training", {k: fused[k] - trained[k] for k in fused}, DIFFERENCE),
                 epochs=epochs,
-                speed=_figure("training / fused forward time", {f.trial: f.speedup for f in checks}))
+                speed=_figure("training / fused forward time", {f.trial: f.speedup for f in checks}),
+                counted="trials")
     worst = max((abs(f.fused_top1 - f.training_top1), f.trial) for f in checks) if checks else (0.0, "")
     logit = max((f.max_logit_diff for f in checks), default=0.0)
     sp = ours.speed
