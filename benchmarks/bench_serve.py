@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,15 +41,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from skelray.runtime import free_port
+
 CONCURRENCY = (1, 8, 32, 64)
 GRAPHS = ("fused", "per-member")
 console = Console(width=160)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from skelray.errors import ConfigError
@@ -64,3 +65,10 @@ def _quiet_auth_notice() -> None:
     log = logging.getLogger("ray._private.authentication.authentication_token_setup")
     if _drop_auth_enabled_notice not in log.filters:
         log.addFilter(_drop_auth_enabled_notice)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it), for a Serve proxy or a test server."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -22,6 +22,7 @@ from rich.console import Console
 from skelray.data import layout_from_dict, list_layouts, synthetic, write_npz
 from skelray.errors import ConfigError
 from skelray.export import load_bundle
+from skelray.runtime import free_port
 from skelray.sweep.results import read_results
 from skelray.sweep.runner import run_sweep
 from skelray.sweep.spec import load_sweep
@@ -49,14 +50,6 @@ def _sweep(name: str, storage: Path, data: dict) -> dict:
     spec["data"] = {"frames": 8, "persons": 1, "split": {"train": "train", "val": "val", "test": "test"}, **data}
     spec["search"] = {}  # one trial
     return spec
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +90,7 @@ def test_a_layout_file_converts_sweeps_exports_and_serves(tmp_path, local_ray, l
 
     from skelray.serve import app
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(app({"bundle": str(bundle), "num_cpus": 0.4, "max_batch_size": 4}), name="stick",

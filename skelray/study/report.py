@@ -10,8 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skelray.study.claims import (CLAIMS_SCHEMA, ClaimRecord, ClaimsFile, Figure, deployed_params, evaluate,
-                                  sweep_rows)
+from skelray.study.claims import (
+    CLAIMS_SCHEMA,
+    ClaimRecord,
+    ClaimsFile,
+    Figure,
+    deployed_params,
+    evaluate,
+    sweep_rows,
+)
 from skelray.sweep.aggregate import FINISHED
 
 
@@ -62,13 +69,14 @@ def _plot(c: ClaimRecord, out: Path) -> str | None:
     return name
 
 
-def _sparse_claims(run) -> set[str]:
-    """Ids of the claims whose a side reads a sweep with sparsity levels."""
-    return {c.id for c in run.study.runs(run.size)
-            if c.test is not None and "sparsity" in run.study.sweeps[c.test.a.sweep].get("model", {})}
+def _sparse_sweeps(rows: dict[str, list[dict]]) -> set[str]:
+    """The sweeps with a sparsity level in any trial's config."""
+    from skelray.study.claims import SPARSITY_LEVEL
+
+    return {n for n, rs in rows.items() if any(r.get(SPARSITY_LEVEL) is not None for r in rs)}
 
 
-def _sparsity_plot(run, rows: dict[str, list[dict]], out: Path) -> str | None:
+def _sparsity_plot(run, rows: dict[str, list[dict]], sparse: set[str], out: Path) -> str | None:
     """Test top-1 against deployed non-zero parameters: each sparsity level of every sweep that
     has them (mean over seeds, 95% t interval), the dense side and any ensemble of the claims
     that compare against them. None when no sweep of the run has a sparsity level."""
@@ -76,7 +84,6 @@ def _sparsity_plot(run, rows: dict[str, list[dict]], out: Path) -> str | None:
     from skelray.sweep.stats import interval
 
     level = SPARSITY_LEVEL
-    sparse = {n for n, rs in rows.items() if any(r.get(level) is not None for r in rs)}
     points: list[tuple[str, list[float], list[float]]] = []  # label, top-1s, params
     for name in sorted(sparse):
         done = [r for r in rows[name] if r.get("status") in FINISHED and r.get(TEST_TOP1) is not None]
@@ -198,10 +205,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
         paper = (c.paper.figure or "-") if c.paper else "-"
         lines.append(f"| {c.id} | {paper} | {ours} | {c.verdict} |")
     lines.append("")
-    curve = _sparsity_plot(run, rows, out)
+    sparse = _sparse_sweeps(rows)
+    curve = _sparsity_plot(run, rows, sparse, out)
+    # The plot goes in the first section with a claim whose a side reads a sparse sweep.
+    on_sparse = {c.id for c in run.study.runs(run.size) if c.test is not None and c.test.a.sweep in sparse}
     for section in dict.fromkeys(c.section for c in claims.claims):
         lines += [f"## {section}", ""]
-        if curve and any(c.section == section and c.id in _sparse_claims(run) for c in claims.claims):
+        if curve and any(c.section == section and c.id in on_sparse for c in claims.claims):
             lines += [f"![accuracy against non-zero parameters]({curve})", ""]
             curve = None  # once, in the first section with a sparsity claim
         for c in claims.claims:

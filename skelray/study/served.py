@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +42,7 @@ from skelray.config import DataSpec
 from skelray.ensemble import EnsembleSpec
 from skelray.ensemble.combine import top1
 from skelray.errors import SkelrayError
+from skelray.runtime import free_port
 
 if TYPE_CHECKING:
     from skelray.train.loop import Split
@@ -175,12 +175,6 @@ def _test_split(spec: EnsembleSpec) -> Split:
     return test
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _serving(bundle: Path, *, local: bool, say: Callable[[str], None]) -> Iterator[tuple[str, str]]:
     """Serve ``bundle`` on this process's Ray in the default graph and yield its predict URL and
@@ -200,7 +194,7 @@ def _serving(bundle: Path, *, local: bool, say: Callable[[str], None]) -> Iterat
                                fix="stop it (`serve shutdown`) and resume the study; the check starts "
                                    "its own Serve and shuts it down")
     args = fit_args(ServeArgs.parse({"bundle": str(bundle)}), local=local, say=say)
-    port = _free_port()
+    port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy(args, START_TIMEOUT_S, lambda line: say(f"  {line}"))

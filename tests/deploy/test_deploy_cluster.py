@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from skelray.deploy.jobs import ClusterError, Jobs, Token
+from skelray.runtime import free_port
 from skelray.sweep.results import read_results
 
 pytestmark = [pytest.mark.cluster,
@@ -45,12 +45,6 @@ class LocalCluster:
         return {**env, "RAY_AUTH_TOKEN": self.token, **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _marked_pids(cluster_dir: Path) -> list[int]:
     marker = f"SKELRAY_LOCAL_CLUSTER={cluster_dir}".encode()
     pids = []
@@ -68,7 +62,7 @@ def cluster():
     # A short private folder: Ray's socket paths under it must stay within 107 bytes.
     cluster_dir = Path(tempfile.mkdtemp(prefix="skr-", dir="/tmp"))
     token = secrets.token_hex(24)  # this cluster's own token: nothing from ~/.ray is used or written
-    c = LocalCluster(cluster_dir, f"http://127.0.0.1:{_free_port()}", token)
+    c = LocalCluster(cluster_dir, f"http://127.0.0.1:{free_port()}", token)
     up = subprocess.run([str(LOCAL_SH), "up", "--workers", "1", "--worker-cpus", "2", "--object-store-mb", "100",
                          "--dashboard-port", c.address.rsplit(":", 1)[1], "--dir", str(cluster_dir)],
                         env=c.env(), capture_output=True, text=True, timeout=240)

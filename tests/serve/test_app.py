@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ray import serve
 
 from skelray.data import read_ucla, synthetic
 from skelray.export import Bundle, load_bundle
+from skelray.runtime import free_port
 from skelray.serve import ServeArgs, app, plan
 
 ARGS = {"num_cpus": 0.4, "max_batch_size": 8, "batch_wait_ms": 10, "health_check_period_s": 1,
@@ -40,12 +40,6 @@ class Served:
     graph: str  # also the Serve application's name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory) -> tuple[str, Path]:
     """Both graphs of the demo bundle on one private Ray: (base URL, bundle folder)."""
@@ -58,7 +52,7 @@ def serving(tmp_path_factory) -> tuple[str, Path]:
         root = tmp_path_factory.getbasetemp() / "skelray-demo"
         root.mkdir(exist_ok=True)
         path = demo_bundle(root)  # trains the demo sweep on this Ray if no earlier module did
-        port = _free_port()
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for graph in GRAPHS:
             serve.run(app({"bundle": str(path), "graph": graph, **ARGS}), name=graph, route_prefix=f"/{graph}")

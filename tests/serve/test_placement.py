@@ -8,7 +8,6 @@ is given plans it cannot hold and a bundle whose replicas cannot load, through t
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 from skelray.cli import app as cli
 from skelray.errors import ConfigError
 from skelray.export import read_manifest
+from skelray.runtime import free_port
 from skelray.serve import ServeArgs, plan
 from skelray.serve.placement import Node, ServeStartError, asks, check_fits, fit_to_node
 
@@ -79,21 +79,15 @@ def small_cluster():
     c.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_cluster_too_small_for_the_plan_gets_the_clear_error_within_a_minute(small_cluster, bundle):
     started = time.monotonic()
     result = CliRunner().invoke(cli, ["serve", str(bundle), "--address", small_cluster.address, "--num-cpus",
-                                      "2", "--port", str(_free_port())], env={"COLUMNS": "200"})
+                                      "2", "--port", str(free_port())], env={"COLUMNS": "200"})
     assert isinstance(result.exception, ConfigError), result.output
     assert "deployment Ingress asks 2 CPU per replica; the largest node has 1 CPU" in str(result.exception)
     assert "--num-cpus 1 or less" in str(result.exception)
     result = CliRunner().invoke(cli, ["serve", str(bundle), "--address", small_cluster.address, "--graph",
-                                      "per-member", "--port", str(_free_port())], env={"COLUMNS": "200"})
+                                      "per-member", "--port", str(free_port())], env={"COLUMNS": "200"})
     assert isinstance(result.exception, ConfigError), result.output
     assert "does not fit beside the rest of the plan" in str(result.exception)
     assert "pass --num-cpus 0.35" in str(result.exception)
@@ -110,7 +104,7 @@ def test_a_deployment_that_cannot_start_ends_serve_with_its_name_and_rays_reason
     weights = broken / read_manifest(broken).members[1].weights_file
     weights.write_bytes(weights.read_bytes()[:-8])  # truncated after export: the replica refuses it
     result = CliRunner().invoke(cli, ["serve", str(broken), "--address", small_cluster.address,
-                                      "--port", str(_free_port()), "--start-timeout-s", "120"],
+                                      "--port", str(free_port()), "--start-timeout-s", "120"],
                                 env={"COLUMNS": "200"})
     assert isinstance(result.exception, ServeStartError), result.output
     text = str(result.exception)
@@ -143,7 +137,7 @@ def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_re
     from skelray.export import load_bundle
 
     path = three_member_bundle(tmp_path_factory.getbasetemp() / "skelray-demo")
-    port = _free_port()
+    port = free_port()
     skelray = Path(sys.executable).with_name("skelray")
     proc = subprocess.Popen([str(skelray), "serve", str(path), "--port", str(port), *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -200,7 +194,7 @@ def test_a_deployment_still_not_running_after_the_timeout_is_named(small_cluster
     ray.init(address=small_cluster.address, logging_level="WARNING", log_to_driver=False)
     lines: list[str] = []
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
         serve.run_many([serve.RunTarget(Stuck.bind(), name="stuck", route_prefix=None)],
                        wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
         started = time.monotonic()
