@@ -12,21 +12,27 @@ Imports only ``skelray.errors`` and Ray (when called), so any layer may use it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from skelray.errors import ConfigError
 
 
 def start_ray(address: str | None = None, *, num_cpus: int | None = None,
-              object_store_memory: int | None = None, num_gpus: int | None = None) -> bool:
+              object_store_memory: int | None = None, num_gpus: int | None = None,
+              env: dict[str, str] | None = None) -> bool:
     """Connect to ``address`` or start an embedded local Ray. Returns True if this call started
     (or connected) it, so the caller knows to shut it down; False when Ray was already running.
 
     ``num_cpus``, ``num_gpus`` and ``object_store_memory`` (bytes) size the local instance only
-    (``num_gpus`` on a machine without one declares a logical GPU: a dry run of GPU scheduling)."""
+    (``num_gpus`` on a machine without one declares a logical GPU: a dry run of GPU scheduling).
+    ``env``: environment variables for the local instance's processes only (Ray's own settings,
+    read when its processes start, e.g. ``serve.direct.environment()``); this process's
+    environment is left as it was."""
     import ray
     from ray.exceptions import AuthenticationError
 
@@ -35,6 +41,9 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None,
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     # Tune warns whenever trials checkpoint faster than every 5 s, which tiny sweeps always do.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if address and env:
+        raise ConfigError("settings for the processes of a Ray started here cannot reach a running cluster",
+                          where="--address", fix="drop --address, or set them in the cluster nodes' environment")
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address:
@@ -43,13 +52,29 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None,
             # "local" always starts a private instance; a bare init() would silently join any
             # cluster `ray start` left running on this machine.
             _quiet_auth_notice()
-            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
-                     include_dashboard=False, **kwargs)
+            with _environment(env or {}):  # the raylet copies it; every worker it starts inherits it
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                         object_store_memory=object_store_memory, include_dashboard=False, **kwargs)
     except AuthenticationError as exc:
         raise ConfigError(f"the Ray cluster refused this client's token ({exc.message})", where="--address",
                           fix="set RAY_AUTH_MODE=token and give the cluster's token in RAY_AUTH_TOKEN or "
                               "~/.ray/auth_token (`ray get-auth-token` on the head prints it)") from None
     return True
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` set in ``os.environ`` for the ``with`` block, then put back as it was."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _drop_auth_enabled_notice(record: logging.LogRecord) -> bool:

@@ -5,7 +5,9 @@ same replica, batches the clips of concurrent requests through ``replica.FusedEn
 training code's ``skelray.data.Preprocess``, one forward per fused member, the weighted logits
 (``skelray.ensemble.combine``). Per-member: Ingress -> ``deployments.Preprocess`` -> one
 ``deployments.Member`` per member, each batching clips -> ``deployments.Ensemble``.
-``placement`` fits the plan to the cluster before deploying and reports the start.
+``placement`` fits the plan to the cluster before deploying and reports the start. On a Ray
+started here the ingress replicas answer on ports of their own (``direct``: Serve's direct
+ingress, no proxy hop), and ``front`` forwards ``--port``'s connections to them.
 
 ``app`` is the application builder (``serve run skelray.serve:app bundle=PATH``);
 ``serve_config`` writes the Serve config a RayService embeds; ``ServeArgs`` lists the settings.

@@ -105,6 +105,10 @@ def run_command(
     num_cpus: float = _CPUS, num_gpus: float = _GPUS, health_check_period_s: float = _HEALTH,
     dtype: str = _DTYPE,
     address: str = typer.Option(None, "--address", help="A running Ray cluster (default: start one here)."),
+    ingress: str = typer.Option("auto", "--ingress",
+                                help="direct: --port forwards connections straight to the ingress replicas' own "
+                                "HTTP servers (Serve's direct ingress; a Ray started here); proxy: through "
+                                "Serve's HTTP proxy [default: auto, direct unless --address]."),
     local_cpus: int = typer.Option(None, "--local-cpus", min=1,
                                    help="CPUs of the Ray started here [default: this machine's]."),
     start_timeout_s: float = typer.Option(180.0, "--start-timeout-s", min=1,
@@ -121,19 +125,36 @@ def run_command(
         return
     from ray import serve
 
-    from skelray.runtime import start_ray
+    from skelray.runtime import free_port, start_ray
+    from skelray.serve import direct, front
     from skelray.serve.builder import deploy
+    from skelray.serve.config import APP_NAME
     from skelray.serve.placement import fit_args
 
-    started = start_ray(address, num_cpus=local_cpus)  # a refused token becomes a ConfigError
+    mode = direct.choose(ingress, local=not address)
+    if not address:  # on a cluster the port is the head node's, not this machine's
+        direct.require_free(host, port)
+    env = direct.environment() if mode == direct.DIRECT else None
+    started = start_ray(address, num_cpus=local_cpus, env=env)  # a refused token becomes a ConfigError
     deployed = False
     try:
         args = fit_args(args, local=not address, say=console.print)
         _print_plan(args)
-        serve.start(http_options={"host": host, "port": port})
+        # Direct ingress: --port is the front's; Serve's proxy (which it still runs) gets a free one.
+        proxy_port = free_port(host if host != "0.0.0.0" else "127.0.0.1") if env else port
+        serve.start(http_options={"host": host, "port": proxy_port})
         deployed = True
+        # Listening now, forwarding once a replica is up; the handle keeps the actor alive.
+        front_actor = front.start(host, port, APP_NAME) if env else None
         deploy(args, start_timeout_s, lambda line: console.print(f"  {line}"))
-        console.print(f"serving {bundle} at http://{host}:{port}/v1/predict  (Ctrl-C stops)")
+        if front_actor is not None:
+            ports = ", ".join(map(str, direct.ingress_ports(APP_NAME)))
+            console.print(f"serving {bundle} at http://{host}:{port}/v1/predict, forwarded straight to the "
+                          f"ingress replica (direct ingress; replica port(s) {ports}). Serve's proxy answers "
+                          f"too, at http://{host}:{proxy_port}  (Ctrl-C stops)")
+        else:
+            console.print(f"serving {bundle} at http://{host}:{port}/v1/predict through Serve's proxy  "
+                          "(Ctrl-C stops)")
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

@@ -1,14 +1,17 @@
 """Both Serve graphs over real HTTP on 127.0.0.1: answers equal the offline ensemble's, bad
 requests get a 4xx naming the problem, concurrent requests are batched and all answered (64
 clients for a bounded time: every answer right, none lost), and a killed member replica is
-replaced. One Ray for the module, serving the fused graph at /fused and the per-member graph
-at /per-member side by side; every test that takes ``served`` runs against each."""
+replaced. One Ray for the module, with direct ingress on, serving the fused graph at /fused and
+the per-member graph at /per-member side by side; every test that takes ``served`` runs against
+each through Serve's proxy, and against the fused graph's ingress replica on its own port through
+the front (direct ingress: what ``skelray serve`` gives on a Ray it starts)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +25,16 @@ from ray import serve
 
 from skelray.data import read_ucla, synthetic
 from skelray.export import Bundle, load_bundle
-from skelray.runtime import free_port
-from skelray.serve import ServeArgs, app, plan
+from skelray.runtime import free_port, start_ray
+from skelray.serve import ServeArgs, app, direct, front, plan
 
 ARGS = {"num_cpus": 0.4, "max_batch_size": 8, "batch_wait_ms": 10, "health_check_period_s": 1,
         "health_check_timeout_s": 10, "max_body_mb": 1, "max_frames": 300}
 
 
 GRAPHS = ("fused", "per-member")
+# direct: the fused replica's own HTTP server, reached through the front (skelray.serve.front).
+ENDPOINTS = (("fused", "proxy"), ("per-member", "proxy"), ("fused", "direct"))
 
 
 @dataclass
@@ -38,16 +43,18 @@ class Served:
     bundle: Bundle
     path: Path
     graph: str  # also the Serve application's name
+    ingress: str  # proxy: through Serve's HTTP proxy; direct: the ingress replica's own port
 
 
 @pytest.fixture(scope="module")
-def serving(tmp_path_factory) -> tuple[str, Path]:
-    """Both graphs of the demo bundle on one private Ray: (base URL, bundle folder)."""
+def serving(tmp_path_factory) -> tuple[dict[str, str], Path]:
+    """Both graphs of the demo bundle on one private Ray: (base URL per ingress, bundle folder)."""
     from _demo import demo_bundle
 
-    # address="local": a private Ray, never a cluster someone else left running on this machine.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-             logging_level="WARNING", log_to_driver=False)
+    # A private Ray, never a cluster someone else left running on this machine; direct ingress
+    # on in its processes only.
+    start_ray(num_cpus=2, object_store_memory=200 * 2**20, env=direct.environment())
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in os.environ  # this process's environment is untouched
     try:
         root = tmp_path_factory.getbasetemp() / "skelray-demo"
         root.mkdir(exist_ok=True)
@@ -56,16 +63,21 @@ def serving(tmp_path_factory) -> tuple[str, Path]:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for graph in GRAPHS:
             serve.run(app({"bundle": str(path), "graph": graph, **ARGS}), name=graph, route_prefix=f"/{graph}")
-        yield f"http://127.0.0.1:{port}", path
+        # The fused graph's replica behind the front, as `skelray serve` puts it on --port.
+        front_port = free_port()
+        fronted = front.start("127.0.0.1", front_port, "fused")
+        yield {"proxy": f"http://127.0.0.1:{port}", "direct": f"http://127.0.0.1:{front_port}"}, path
+        del fronted
     finally:
         serve.shutdown()
         ray.shutdown()
 
 
-@pytest.fixture(scope="module", params=GRAPHS)
+@pytest.fixture(scope="module", params=ENDPOINTS, ids=lambda e: "-".join(e))
 def served(request, serving) -> Served:
-    url, path = serving
-    return Served(f"{url}/{request.param}", load_bundle(path), path, request.param)
+    urls, path = serving
+    graph, ingress = request.param
+    return Served(f"{urls[ingress]}/{graph}", load_bundle(path), path, graph, ingress)
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +253,14 @@ def test_a_killed_member_replica_is_replaced_and_requests_succeed_again(served, 
     sent = clips(n_per_class=1, seed=3)
     deadline = time.monotonic() + 120
     while True:
-        r = client.post("/v1/predict?top_k=3", json={"instances": [c.tolist() for c in sent]})
+        try:
+            r = client.post("/v1/predict?top_k=3", json={"instances": [c.tolist() for c in sent]})
+        except httpx.TransportError:
+            # Direct ingress: the front closes the connection it had to the killed replica.
+            assert served.ingress == "direct"
+            assert time.monotonic() < deadline, "the front did not reach a replica again within 120 s"
+            time.sleep(1)
+            continue
         if r.status_code == 200:
             break
         # Unavailable while Serve replaces it: Ingress says 503; with Ingress itself gone, the

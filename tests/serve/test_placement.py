@@ -28,9 +28,23 @@ def _args(bundle: Path, **kw) -> ServeArgs:
     return ServeArgs.parse({"bundle": str(bundle), **kw})
 
 
-def test_the_fused_default_fits_a_two_core_node_as_it_is(bundle):
-    args = _args(bundle)
-    fitted, note = fit_to_node(args, read_manifest(bundle), Node(cpus=2, gpus=0))
+@pytest.mark.parametrize(("cpus", "replicas", "each"), [(2, 2, 1), (3, 3, 1), (16, 8, 2), (1, 1, 1)])
+def test_the_fused_default_runs_a_replica_per_core_of_the_local_node(bundle, cpus, replicas, each):
+    manifest = read_manifest(bundle)
+    fitted, note = fit_to_node(_args(bundle), manifest, Node(cpus=cpus, gpus=0))
+    assert (fitted.replicas, fitted.num_cpus) == (replicas, each)
+    if cpus > 1:
+        assert f"{replicas} fused replicas of {each} CPU and {each} torch thread(s) each" in note
+        check_fits(plan(fitted, manifest), manifest, [Node(cpus, 0)])
+    else:
+        assert note is None
+
+
+@pytest.mark.parametrize("given", [{"replicas": 1}, {"num_cpus": 2}, {"graph": "per-member"},
+                                   {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}])
+def test_a_layout_the_user_gave_is_kept(bundle, given):
+    args = _args(bundle, **given)
+    fitted, note = fit_to_node(args, read_manifest(bundle), Node(cpus=4, gpus=0))
     assert fitted == args and note is None
 
 
@@ -120,11 +134,13 @@ def test_a_deployment_that_cannot_start_ends_serve_with_its_name_and_rays_reason
     # The plan that hung before: 3 members x 1 CPU + 0.3 on a 2-CPU node, now shared out.
     pytest.param(["--graph", "per-member", "--local-cpus", "2"], id="per-member-on-2-cpus",
                  marks=pytest.mark.slow),
+    pytest.param(["--ingress", "proxy"], id="through-serves-proxy", marks=pytest.mark.slow),
 ])
 def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_requests(
         tmp_path_factory, flags):
     import json
     import os
+    import re
     import signal
     import subprocess
     import sys
@@ -176,8 +192,13 @@ def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_re
             proc.kill()
             out, _ = proc.communicate()
     assert "Ingress: HEALTHY" in out  # each deployment's state was reported while starting
-    if flags:
+    # --port is the ingress replica's own server unless the proxy was asked for.
+    said = r"through\s+Serve's\s+proxy" if "proxy" in flags else r"forwarded\s+straight\s+to\s+the\s+ingress\s+replica"
+    assert re.search(said, out), out
+    if "per-member" in flags:
         assert "gets 0.56 CPU and 1 torch thread" in out
+    elif (os.cpu_count() or 1) > 1:  # the fused replicas follow the cores
+        assert re.search(r"\d+ fused replicas of \d+ CPU", out), out
     assert "stopping" in out
 
 
