@@ -57,6 +57,7 @@ import numpy as np
 
 from skelray.data._types import SkeletonSequence
 from skelray.data.layouts import Layout, get_layout
+from skelray.data.transforms import present_mask
 from skelray.errors import LayoutError
 
 # A clip with at least this share of empty frames is reported (and kept).
@@ -136,7 +137,7 @@ def _mirror_pairs(layout: Layout) -> list[tuple[int, int]]:
 def _clip_stats(kp: np.ndarray, edges: np.ndarray,
                 pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray] | None:
     """(variation per edge, asymmetry per pair) of one clip, or None when it has too few frames."""
-    present = np.any(kp != 0, axis=(2, 3))  # (M, T)
+    present = present_mask(kp)  # (M, T): what the model's preprocessing counts as present
     person = kp[int(np.argmax(present.sum(axis=1)))]  # the person present in most frames
     frames = person[np.any(person != 0, axis=(1, 2))]
     if len(frames) < _MIN_FRAMES:

@@ -73,7 +73,7 @@ def align_rotations(ref: np.ndarray, layout: Layout) -> np.ndarray:
     return rot
 
 
-def _present(kp: np.ndarray) -> np.ndarray:
+def present_mask(kp: np.ndarray) -> np.ndarray:
     """(..., M, T) mask of person-frames that hold any non-zero coordinate (zeros mean absent)."""
     return np.abs(kp).sum(axis=(-2, -1)) > 0
 
@@ -94,7 +94,7 @@ def pre_normalize(kp: np.ndarray, layout: Layout | str, *, align: bool = True) -
     """
     layout = get_layout(layout)
     kp = np.array(kp, dtype=np.float32, copy=True)
-    present = _present(kp)
+    present = present_mask(kp)
     if not present.any():
         return kp
     first = first_present(kp[0])
@@ -185,7 +185,7 @@ def stream_features(kp: np.ndarray, stream: str, layout: Layout | str) -> np.nda
     parents = np.asarray(layout.parents())
     bones = kp - kp[..., parents, :]
     # A bone between an absent joint and a present one is meaningless; keep absent frames zero.
-    bones *= _present(kp)[..., None, None]
+    bones *= present_mask(kp)[..., None, None]
     return bones if stream == "b" else _motion(bones)
 
 

@@ -209,6 +209,11 @@ def _check_resources_shape(spec: SweepSpec) -> list[Problem]:
     if spec.train.device == "cuda" and gpu == 0:
         return [Problem("train.device", "device cuda but resources.gpu is 0, so the trial gets no GPU",
                         "set resources.gpu (e.g. 1 or 0.5) or device: auto")]
+    on_cpu = gpu == 0 or spec.train.device == "cpu"
+    if spec.train.precision == "fp16" and on_cpu:
+        return [Problem("train.precision", "fp16 mixed precision needs a CUDA GPU, and these trials train on the "
+                        "CPU" + (" (device: cpu)" if spec.train.device == "cpu" else " (resources.gpu is 0)"),
+                        "use precision: auto (fp32 on the CPU) or bf16, or give the trials a GPU")]
     return []
 
 

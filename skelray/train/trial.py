@@ -33,7 +33,7 @@ from skelray import record
 from skelray.config import SparsitySpec, TrialConfig
 from skelray.data.layouts import adopt_layout
 from skelray.data.transforms import Preprocess
-from skelray.errors import DataError
+from skelray.errors import ConfigError, DataError
 from skelray.models import fuse
 from skelray.record import Logits, ModelRecord, TrialRecord
 from skelray.train.accel import maybe_compile
@@ -131,6 +131,18 @@ def model_from_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, Trial
     return model.eval(), info
 
 
+def trial_device(wanted: str, gpu: bool) -> str:
+    """The device a trial trains on: ``train.device`` (auto, cpu or cuda) given whether it holds
+    a usable GPU. ``cpu`` stays on the CPU even beside a GPU; ``cuda`` without one is a
+    ``ConfigError`` (the sweep's check refuses it before the run when ``resources.gpu`` is 0)."""
+    if wanted == "cpu" or (wanted == "auto" and not gpu):
+        return "cpu"
+    if not gpu:
+        raise ConfigError("train.device is cuda, but this trial holds no usable GPU", where="train.device",
+                          fix="give the trials a GPU (resources.gpu), or set device: auto")
+    return "cuda"
+
+
 def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Report | None = None,
               resume_from: str | None = None, device: str | None = None,
               latencies: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
@@ -146,7 +158,7 @@ def run_trial(cfg: TrialConfig, *, data: DataBundle | None = None, report: Repor
     if data.layout_def:  # the data's own definition, known here by name from now on
         adopt_layout(data.layout_def, source=f"the layout of {cfg.data.path or cfg.data.format}")
     if device is None:
-        device = t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        device = trial_device(t.device, torch.cuda.is_available())
     common = dict(layout=data.layout, frames=cfg.data.frames, persons=cfg.data.persons, stream=cfg.data.stream,
                   normalize=cfg.data.normalize, align=cfg.data.align, sampling=cfg.data.sampling)
     pp_train = Preprocess(**common, rotate_degrees=cfg.data.rotate_degrees,
@@ -272,7 +284,9 @@ def tune_trainable(config: dict[str, Any], latencies: Mapping[str, Mapping[str, 
     # Trials share the node's cores: without this each would spawn a thread per core.
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    use_gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1")
+    # The GPU Ray assigned this trial (Ray sets CUDA_VISIBLE_DEVICES), and train.device's say.
+    device = trial_device(cfg.train.device, torch.cuda.is_available()
+                          and os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"))
     checkpoint = tune.get_checkpoint()
     import ray
 
@@ -285,15 +299,14 @@ def tune_trainable(config: dict[str, Any], latencies: Mapping[str, Mapping[str, 
 
     latencies = latencies if latencies is not None else {}
     if checkpoint is None:
-        run_trial(cfg, data=node_splits(cfg.data), report=report, device="cuda" if use_gpu else "cpu",
-                  latencies=latencies)
+        run_trial(cfg, data=node_splits(cfg.data), report=report, device=device, latencies=latencies)
         return
     checkpoint = latest_reported_checkpoint(checkpoint)
     with checkpoint.as_directory() as resume_dir:
         if record.load_checkpoint_record(resume_dir).epoch >= cfg.train.epochs:
             return  # it had finished: its reports and checkpoints are all on disk already
         run_trial(cfg, data=node_splits(cfg.data), report=report, resume_from=resume_dir,
-                  device="cuda" if use_gpu else "cpu", latencies=latencies)
+                  device=device, latencies=latencies)
 
 
 def latest_reported_checkpoint(given: Any) -> Any:

@@ -139,6 +139,14 @@ def test_bare_names_map_through_the_table():
     assert spec.model.name == "hpigcn_op"
 
 
+def test_the_device_settings_map_too_and_are_checked_like_ours():
+    spec = load_sweep(wandb(params="  precision: {value: bf16}\n  device: {value: cpu}\n"
+                                   "  compile: {value: true}\n  lr: {values: [0.1]}\n"))
+    assert (spec.train.precision, spec.train.device, spec.train.compile) == ("bf16", "cpu", True)
+    with pytest.raises(ConfigError, match="train.precision: fp16 mixed precision needs a CUDA GPU"):
+        load_sweep(wandb(params="  precision: {value: fp16}\n  lr: {values: [0.1]}\n"))
+
+
 # -- method, metric, early_terminate, run_cap --------------------------------------------------
 
 def test_methods_map_to_searchers():

@@ -159,3 +159,15 @@ def test_compiled_forward_trains_like_eager() -> None:
     eager, _ = _train(model, split, pp, epochs=1)
     compiled, _ = _train(twin, split, pp, epochs=1, forward=torch.compile(twin))
     assert eager[0]["top1"] > 0 and abs(compiled[0]["loss"] - eager[0]["loss"]) < 1e-2 * eager[0]["loss"]
+
+
+def test_a_trial_trains_where_train_device_says_whatever_it_was_given() -> None:
+    from skelray.train.trial import trial_device
+
+    assert trial_device("auto", gpu=True) == "cuda"
+    assert trial_device("auto", gpu=False) == "cpu"
+    assert trial_device("cpu", gpu=True) == "cpu"  # asked for the CPU: a GPU beside it is not used
+    assert trial_device("cuda", gpu=True) == "cuda"
+    with pytest.raises(ConfigError, match="holds no usable GPU") as err:
+        trial_device("cuda", gpu=False)
+    assert err.value.where == "train.device"
