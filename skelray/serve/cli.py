@@ -76,23 +76,24 @@ _CONFIG = typer.Option(None, "--config",
                        help="YAML of serve settings (skelray.serve.ServeArgs fields: per-member "
                        "replicas, autoscaling, CPUs/GPUs, batching, limits); flags override it.")
 _REPLICAS = typer.Option(None, "--replicas",
-                         help="Replicas of each model deployment (each member, or the fused one) [default: 1].")
+                         help="Replicas of each model deployment (each member, or the fused one); default 1, "
+                         "and on a Ray started here the fused graph gets one per core (up to 8).")
 _BATCH = typer.Option(None, "--max-batch-size",
-                      help="Clips per batched forward pass; 1: no batching [default: 16].")
+                      help="Clips per batched forward pass; 1: no batching (default 16).")
 _WAIT = typer.Option(None, "--batch-wait-ms",
-                     help="How long a partial batch waits for more clips [default: 1].")
+                     help="How long a partial batch waits for more clips (default 1).")
 _CPUS = typer.Option(None, "--num-cpus",
                      help="CPUs per model replica (a member, or the fused one); also its torch threads "
-                     "[default: 1, shared out when the local node has fewer].")
-_GPUS = typer.Option(None, "--num-gpus", help="GPUs per member replica [default: 0].")
+                     "(default 1, shared out when the local node has fewer).")
+_GPUS = typer.Option(None, "--num-gpus", help="GPUs per member replica (default 0).")
 _GRAPH = typer.Option(None, "--graph",
                       help="fused: one batched replica runs every member (one hop per request); "
                       "per-member: a deployment per member (GPUs, members that scale apart) "
-                      "[default: auto, per-member when GPUs or per-member settings ask for it].")
-_HEALTH = typer.Option(None, "--health-check-period-s", help="Seconds between health checks [default: 10].")
+                      "(default auto: per-member when GPUs or per-member settings ask for it).")
+_HEALTH = typer.Option(None, "--health-check-period-s", help="Seconds between health checks (default 10).")
 _DTYPE = typer.Option(None, "--dtype",
                       help="Members' weights and inputs: float32 or bfloat16 (checked by `skelray export`; "
-                      "for GPUs with bf16 units) [default: float32].")
+                      "for GPUs with bf16 units) (default float32).")
 
 
 @app.command("run")
@@ -108,9 +109,9 @@ def run_command(
     ingress: str = typer.Option("auto", "--ingress",
                                 help="direct: --port forwards connections straight to the ingress replicas' own "
                                 "HTTP servers (Serve's direct ingress; a Ray started here); proxy: through "
-                                "Serve's HTTP proxy [default: auto, direct unless --address]."),
+                                "Serve's HTTP proxy; auto: direct unless --address."),
     local_cpus: int = typer.Option(None, "--local-cpus", min=1,
-                                   help="CPUs of the Ray started here [default: this machine's]."),
+                                   help="CPUs of the Ray started here (default this machine's)."),
     start_timeout_s: float = typer.Option(180.0, "--start-timeout-s", min=1,
                                           help="Give up when a deployment is not running after this long."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the bundle and print the deployments only."),
