@@ -37,6 +37,10 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None,
     from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
+        if env:  # they would not reach processes that are already running
+            raise ConfigError("process settings (env) apply only to a Ray this call starts, and this process "
+                              "is already connected to one", where="start_ray(env=...)",
+                              fix="call ray.shutdown() first, or set them before that Ray starts")
         return False
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     # Tune warns whenever trials checkpoint faster than every 5 s, which tiny sweeps always do.

@@ -272,3 +272,10 @@ def test_a_killed_member_replica_is_replaced_and_requests_succeed_again(served, 
     now = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
            if a["namespace"] == "serve" and f"{served.graph}#{member}#" in a["name"]]
     assert now and replicas[0]["name"] not in now  # a new replica, not the old one come back
+
+
+def test_process_settings_for_a_ray_already_running_are_refused(serving):
+    from skelray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already connected"):
+        start_ray(env=direct.environment())  # they could not reach its running processes
