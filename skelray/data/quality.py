@@ -138,8 +138,8 @@ def _clip_stats(kp: np.ndarray, edges: np.ndarray,
                 pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray] | None:
     """(variation per edge, asymmetry per pair) of one clip, or None when it has too few frames."""
     present = present_mask(kp)  # (M, T): what the model's preprocessing counts as present
-    person = kp[int(np.argmax(present.sum(axis=1)))]  # the person present in most frames
-    frames = person[np.any(person != 0, axis=(1, 2))]
+    most = int(np.argmax(present.sum(axis=1)))  # the person present in most frames
+    frames = kp[most][present[most]]
     if len(frames) < _MIN_FRAMES:
         return None
     joint_there = np.any(frames != 0, axis=2)  # (T, V): a joint at exactly 0 is missing

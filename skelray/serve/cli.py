@@ -142,7 +142,7 @@ def run_command(
         args = fit_args(args, local=not address, say=console.print)
         _print_plan(args)
         # Direct ingress: --port is the front's; Serve's proxy (which it still runs) gets a free one.
-        proxy_port = free_port(host if host != "0.0.0.0" else "127.0.0.1") if env else port
+        proxy_port = free_port(direct.reachable(host)) if env else port
         serve.start(http_options={"host": host, "port": proxy_port})
         deployed = True
         # Listening now, forwarding once a replica is up; the handle keeps the actor alive.

@@ -49,6 +49,11 @@ def choose(ingress: str, *, local: bool) -> str:
     return ingress
 
 
+def reachable(host: str) -> str:
+    """Where this machine reaches a server that listens on ``host``: loopback for a wildcard."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
+
+
 def require_free(host: str, port: int) -> None:
     """``ConfigError`` naming ``--port`` when something on this machine already listens there,
     checked before Ray starts (Serve would otherwise fail late, or wait)."""

@@ -26,6 +26,8 @@ import itertools
 import json
 from typing import Any
 
+from skelray.serve.direct import http_ports, reachable, target_groups
+
 # How often the replicas' ports are read from Serve's controller.
 REFRESH_S = 0.5
 # How long a new connection waits for a replica to accept it before it gets a 503.
@@ -45,11 +47,11 @@ class Front:
 
     def __init__(self, host: str, port: int, app_name: str) -> None:
         self.host, self.port, self.app_name = host, port, app_name
-        # Replicas bind the host Serve's HTTP options give; a wildcard is reached on loopback.
-        self.backend_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
+        # Replicas bind the host Serve's HTTP options give (a wildcard is reached on loopback).
+        self.backend_host = reachable(host)
         self.ports: list[int] = []
         self.turn = itertools.count()
-        self.counts = {"connections": 0, "unavailable": 0, "refused": 0}
+        self.counts = {"connections": 0, "unavailable": 0, "refused": 0, "refresh_failed": 0}
         self.last_error = ""
         self.server: asyncio.AbstractServer | None = None
         self.refresher: asyncio.Task | None = None
@@ -65,12 +67,10 @@ class Front:
         return {**self.counts, "ports": list(self.ports), "last_error": self.last_error}
 
     async def _refresh(self) -> None:
-        from skelray.serve.direct import http_ports, target_groups
-
         try:
             self.ports = http_ports(await target_groups(self.app_name))
         except Exception as exc:  # noqa: BLE001 - the controller restarting: keep the ports we know
-            self.counts["refresh_failed"] = self.counts.get("refresh_failed", 0) + 1
+            self.counts["refresh_failed"] += 1
             self.last_error = repr(exc)
 
     async def _follow(self) -> None:
