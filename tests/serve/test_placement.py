@@ -144,6 +144,7 @@ def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_re
     import signal
     import subprocess
     import sys
+    import threading
 
     import httpx
     import numpy as np
@@ -159,12 +160,18 @@ def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_re
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
     url = f"http://127.0.0.1:{port}"
+    # Its output, read as it comes: the command says it is serving only once every replica runs,
+    # while /healthz may answer as soon as the first does.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 240
         while True:
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, "".join(lines)
             try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                if (httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+                        and any(line.startswith("serving ") for line in lines)):
                     break
             except httpx.TransportError:
                 pass
@@ -187,12 +194,14 @@ def test_serve_a_three_member_bundle_with_no_flags_is_healthy_and_refuses_bad_re
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            out, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
+            proc.wait()
+        reader.join(timeout=10)
+    out = "".join(lines)
     assert "Ingress: HEALTHY" in out  # each deployment's state was reported while starting
-    # --port is the ingress replica's own server unless the proxy was asked for.
+    # --port forwards straight to the ingress replicas unless the proxy was asked for.
     said = r"through\s+Serve's\s+proxy" if "proxy" in flags else r"forwarded\s+straight\s+to\s+the\s+ingress\s+replica"
     assert re.search(said, out), out
     if "per-member" in flags:
